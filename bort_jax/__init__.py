@@ -1,0 +1,48 @@
+"""bort_jax: Bort, the optimizer with a bounded orthogonal constraint (Zhang et al., ICLR 2023).
+
+Training:  ``optax.chain(bort_jax.bort(lam), optax.adamw(lr))`` or the paper's variants
+``bort_sgd`` (Bort-S), ``bort_adamw`` (Bort-A) and ``bort_lamb`` (Bort-L).
+Models:    ``bort_jax.models.create(name, num_classes=..., rngs=...)``.
+Analysis:  ``bort_jax.explain`` (reconstruction, SAT, CAM, IG, RISE, XRAI, GuidedIG, ...).
+"""
+
+import importlib as _importlib
+
+from bort_jax.optim import (
+    BortDimensionNumbers,
+    BortState,
+    MODES,
+    bort,
+    bort_adamw,
+    bort_correction,
+    bort_lamb,
+    bort_sgd,
+    default_mask,
+)
+from bort_jax.diagnostics import orthogonality_stats
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("models", "explain", "data", "train", "plots")
+
+
+def __getattr__(name):
+  # Submodules load on first use, so `import bort_jax` stays as light as optax.
+  if name in _SUBMODULES:
+    return _importlib.import_module(f"bort_jax.{name}")
+  raise AttributeError(f"module 'bort_jax' has no attribute {name!r}")
+
+
+__all__ = [
+    "BortDimensionNumbers",
+    "BortState",
+    "MODES",
+    "bort",
+    "bort_adamw",
+    "bort_correction",
+    "bort_lamb",
+    "bort_sgd",
+    "default_mask",
+    "orthogonality_stats",
+    *_SUBMODULES,
+]
