@@ -1,0 +1,413 @@
+"""The ImageNet training recipes of Tables 6-7 (timm's, Wightman 2019), in numpy and PIL.
+
+Per example (in the loader, from a per-example numpy Generator):
+  primary:   random-resized crop (scale 0.08-1, ratio 3/4-4/3) or eval resize + center
+             crop, then horizontal flip;
+  secondary: RandAugment (timm's "rand-m9-mstd0.5": 2 ops per image, each applied with
+             probability 0.5, magnitude ~ N(m, mstd) clipped to [0, mmax]), color jitter;
+  final:     normalise, then Random Erasing (per-pixel normal noise, timm's 'pixel' mode).
+With `aug_splits=S > 1` an example becomes S views [clean, aug_1, ...]: the clean view
+gets only primary + normalise, the others get secondary and erasing too (timm's
+AugMixDataset split, used with the JSD loss).
+Per batch: Mixup / CutMix (one lam per batch, partner = the batch reversed, CutMix chosen
+with `mixup_switch_prob` when both are on) and label smoothing, giving soft `targets`.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
+                  "nearest": Image.NEAREST}
+# Knob -> default. `crop_size=None`: the dataset's own size (224 for ImageNet);
+# `eval_resize=None`: crop_size / 0.875 (256 for 224) when resizing is needed at all.
+AUGMENT_DEFAULTS = {
+    "random_resized_crop": False,
+    "flip": False,
+    "rand_augment": None,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "mixup_switch_prob": 0.5,
+    "random_erasing": 0.0,
+    "color_jitter": 0.0,
+    "label_smoothing": 0.0,
+    "aug_splits": 1,
+    "crop_size": None,
+    "eval_resize": None,
+    "interpolation": "bicubic",
+}
+EVAL_CROP_FRACTION = 0.875
+
+
+class RandAugmentSpec(NamedTuple):
+  num_ops: int = 2
+  magnitude: float = 9.0
+  magnitude_std: float = 0.0
+  magnitude_max: float = 10.0
+
+
+class AugmentPlan(NamedTuple):
+  """Validated recipe knobs (see `AUGMENT_DEFAULTS`); sizes not yet resolved."""
+  random_resized_crop: bool
+  flip: bool
+  rand_augment: Optional[RandAugmentSpec]
+  mixup: float
+  cutmix: float
+  mixup_switch_prob: float
+  random_erasing: float
+  color_jitter: float
+  label_smoothing: float
+  aug_splits: int
+  crop_size: Optional[int]
+  eval_resize: Optional[int]
+  interpolation: str
+
+  @property
+  def mixes(self):
+    return self.mixup > 0 or self.cutmix > 0
+
+  @property
+  def soft_targets(self):
+    return self.mixes or self.label_smoothing > 0
+
+  @property
+  def has_secondary(self):
+    return self.rand_augment is not None or self.color_jitter > 0
+
+  @property
+  def per_example(self):
+    return (self.random_resized_crop or self.flip or self.has_secondary
+            or self.random_erasing > 0 or self.aug_splits > 1)
+
+
+def parse_rand_augment(spec):
+  """timm-style "rand-m9-mstd0.5" (or "m9-mstd0.5", "rand-n2-m7-mstd0.5-mmax10")."""
+  if not isinstance(spec, str) or not spec:
+    raise ValueError(f"rand_augment must be a string like 'rand-m9-mstd0.5', got {spec!r}")
+  tokens = spec.split("-")
+  if tokens[0] == "rand":
+    tokens = tokens[1:]
+  fields = {}
+  # Longest prefixes first: "mstd" and "mmax" also start with "m".
+  prefixes = (("mstd", "magnitude_std", float), ("mmax", "magnitude_max", float),
+              ("m", "magnitude", float), ("n", "num_ops", int))
+  for token in tokens:
+    for prefix, field, cast in prefixes:
+      if token.startswith(prefix):
+        try:
+          fields[field] = cast(token[len(prefix):])
+        except ValueError:
+          raise ValueError(f"rand_augment {spec!r}: bad value in {token!r}") from None
+        break
+    else:
+      raise ValueError(f"rand_augment {spec!r}: unsupported part {token!r}; supported: "
+                       f"m<magnitude>, n<ops>, mstd<std>, mmax<max> (timm's inc/w/p are "
+                       f"not implemented)")
+  ra = RandAugmentSpec(**fields)
+  if ra.num_ops < 1 or not 0 <= ra.magnitude <= ra.magnitude_max or ra.magnitude_std < 0:
+    raise ValueError(f"rand_augment {spec!r}: need n >= 1, 0 <= m <= mmax, mstd >= 0")
+  return ra
+
+
+def make_plan(augment):
+  """Validates a dict / ConfigDict of knobs into an `AugmentPlan`; None means no knobs."""
+  if augment is None:
+    augment = {}
+  if hasattr(augment, "to_dict"):
+    augment = augment.to_dict()
+  if not isinstance(augment, dict):
+    raise TypeError(f"augment must be a dict or ConfigDict, got {type(augment).__name__}")
+  unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+  if unknown:
+    raise ValueError(f"unknown augment knob(s) {unknown}; implemented: "
+                     f"{sorted(AUGMENT_DEFAULTS)}")
+  knobs = {**AUGMENT_DEFAULTS, **augment}
+  for key in ("random_resized_crop", "flip"):
+    if not isinstance(knobs[key], (bool, np.bool_)):
+      raise ValueError(f"augment {key} must be a bool, got {knobs[key]!r}")
+  for key in ("mixup", "cutmix", "color_jitter"):
+    if not (isinstance(knobs[key], (int, float)) and knobs[key] >= 0):
+      raise ValueError(f"augment {key} must be a number >= 0, got {knobs[key]!r}")
+  for key in ("mixup_switch_prob", "random_erasing", "label_smoothing"):
+    if not (isinstance(knobs[key], (int, float)) and 0 <= knobs[key] <= 1):
+      raise ValueError(f"augment {key} must be a probability in [0, 1], got {knobs[key]!r}")
+  if knobs["color_jitter"] >= 1:
+    raise ValueError(f"augment color_jitter must be < 1 (factors 1 +- cj), got "
+                     f"{knobs['color_jitter']!r}")
+  if not (isinstance(knobs["aug_splits"], int) and knobs["aug_splits"] >= 1):
+    raise ValueError(f"augment aug_splits must be an int >= 1, got {knobs['aug_splits']!r}")
+  for key in ("crop_size", "eval_resize"):
+    if knobs[key] is not None and not (isinstance(knobs[key], int) and knobs[key] >= 1):
+      raise ValueError(f"augment {key} must be None or an int >= 1, got {knobs[key]!r}")
+  if knobs["interpolation"] not in INTERPOLATIONS:
+    raise ValueError(f"augment interpolation {knobs['interpolation']!r}; allowed: "
+                     f"{sorted(INTERPOLATIONS)}")
+  ra = knobs["rand_augment"]
+  knobs["rand_augment"] = None if ra is None else parse_rand_augment(ra)
+  plan = AugmentPlan(**{k: (float(v) if isinstance(AUGMENT_DEFAULTS[k], float) else v)
+                        for k, v in knobs.items()})
+  if plan.aug_splits > 1 and not (plan.has_secondary or plan.random_erasing > 0):
+    raise ValueError(f"aug_splits={plan.aug_splits} needs rand_augment, color_jitter or "
+                     f"random_erasing, otherwise every split equals the clean view")
+  return plan
+
+
+# ---------------------------------------------------------------------------- primary
+
+
+def random_resized_crop_box(rng, height, width, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                            attempts=10):
+  """(top, left, h, w) of a random crop with area in `scale` and aspect in `ratio`.
+
+  Draws all `attempts` candidates at once and keeps the first that fits; if none fits,
+  the largest center crop whose aspect lies in `ratio` (torchvision's rule).
+  """
+  area = height * width
+  target = area * rng.uniform(*scale, size=attempts)
+  aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=attempts))
+  ws = np.round(np.sqrt(target * aspect)).astype(int)
+  hs = np.round(np.sqrt(target / aspect)).astype(int)
+  fits = np.flatnonzero((ws > 0) & (ws <= width) & (hs > 0) & (hs <= height))
+  if fits.size:
+    h, w = int(hs[fits[0]]), int(ws[fits[0]])
+    return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    h, w = height, int(round(height * ratio[1]))
+  else:
+    h, w = height, width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _to_pil(image):
+  return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _from_pil(pil, channels):
+  array = np.asarray(pil, np.uint8)
+  return array[..., None] if channels == 1 else array
+
+
+def random_resized_crop(image, rng, size, interpolation="bicubic"):
+  """Random-resized crop of a uint8 (H, W, C) image to `size` = (height, width)."""
+  top, left, h, w = random_resized_crop_box(rng, image.shape[0], image.shape[1])
+  pil = _to_pil(image).resize((size[1], size[0]), INTERPOLATIONS[interpolation],
+                              box=(left, top, left + w, top + h))
+  return _from_pil(pil, image.shape[-1])
+
+
+def resize_center_crop(image, resize, size, interpolation="bicubic"):
+  """Resize the shorter side to `resize` (aspect kept), then center-crop `size` (h, w)."""
+  height, width = image.shape[:2]
+  if resize is not None and min(height, width) != resize:
+    scale = resize / min(height, width)
+    new_h = max(size[0], round(height * scale))
+    new_w = max(size[1], round(width * scale))
+    image = _from_pil(_to_pil(image).resize((new_w, new_h), INTERPOLATIONS[interpolation]),
+                      image.shape[-1])
+    height, width = image.shape[:2]
+  if height < size[0] or width < size[1]:
+    raise ValueError(f"image {height}x{width} is smaller than the crop {size}; set "
+                     f"eval_resize >= crop_size")
+  top, left = (height - size[0]) // 2, (width - size[1]) // 2
+  return image[top:top + size[0], left:left + size[1]]
+
+
+# -------------------------------------------------------------------------- secondary
+
+
+def _signed(rng, value):
+  return value if rng.random() < 0.5 else -value
+
+
+def _affine(pil, matrix, fill):
+  return pil.transform(pil.size, Image.AFFINE, matrix, resample=Image.BILINEAR,
+                       fillcolor=fill)
+
+
+def _solarize_add(pil, add):
+  array = np.asarray(pil, np.int16)
+  return Image.fromarray(np.where(array < 128, np.minimum(array + add, 255), array)
+                         .astype(np.uint8))
+
+
+# timm's RandAugment op set (rand_augment_ops, non-"increasing" variants) and its
+# magnitude-to-argument rules; `level` is magnitude / magnitude_max in [0, 1].
+RAND_AUGMENT_OPS = {
+    "AutoContrast": lambda pil, level, rng, fill: ImageOps.autocontrast(pil),
+    "Equalize": lambda pil, level, rng, fill: ImageOps.equalize(pil),
+    "Invert": lambda pil, level, rng, fill: ImageOps.invert(pil),
+    "Rotate": lambda pil, level, rng, fill: pil.rotate(
+        _signed(rng, 30.0 * level), resample=Image.BILINEAR, fillcolor=fill),
+    "Posterize": lambda pil, level, rng, fill: ImageOps.posterize(pil, int(4 * level)),
+    "Solarize": lambda pil, level, rng, fill: ImageOps.solarize(pil, int(256 * level)),
+    "SolarizeAdd": lambda pil, level, rng, fill: _solarize_add(pil, int(110 * level)),
+    "Color": lambda pil, level, rng, fill: ImageEnhance.Color(pil).enhance(
+        1.0 + _signed(rng, 0.9 * level)),
+    "Contrast": lambda pil, level, rng, fill: ImageEnhance.Contrast(pil).enhance(
+        1.0 + _signed(rng, 0.9 * level)),
+    "Brightness": lambda pil, level, rng, fill: ImageEnhance.Brightness(pil).enhance(
+        1.0 + _signed(rng, 0.9 * level)),
+    "Sharpness": lambda pil, level, rng, fill: ImageEnhance.Sharpness(pil).enhance(
+        1.0 + _signed(rng, 0.9 * level)),
+    "ShearX": lambda pil, level, rng, fill: _affine(
+        pil, (1, _signed(rng, 0.3 * level), 0, 0, 1, 0), fill),
+    "ShearY": lambda pil, level, rng, fill: _affine(
+        pil, (1, 0, 0, _signed(rng, 0.3 * level), 1, 0), fill),
+    "TranslateXRel": lambda pil, level, rng, fill: _affine(
+        pil, (1, 0, _signed(rng, 0.45 * level) * pil.size[0], 0, 1, 0), fill),
+    "TranslateYRel": lambda pil, level, rng, fill: _affine(
+        pil, (1, 0, 0, 0, 1, _signed(rng, 0.45 * level) * pil.size[1]), fill),
+}
+_OP_NAMES = tuple(RAND_AUGMENT_OPS)
+RAND_AUGMENT_PROB = 0.5
+
+
+def rand_augment(image, rng, spec, fill):
+  """timm RandAugment on a uint8 (H, W, C) image: `num_ops` ops drawn with replacement."""
+  pil = _to_pil(image)
+  fill = int(fill[0]) if image.shape[-1] == 1 else tuple(int(f) for f in fill)
+  for op in rng.integers(len(_OP_NAMES), size=spec.num_ops):
+    if rng.random() >= RAND_AUGMENT_PROB:
+      continue
+    magnitude = spec.magnitude
+    if spec.magnitude_std == math.inf:
+      magnitude = rng.uniform(0.0, magnitude)
+    elif spec.magnitude_std > 0:
+      magnitude = rng.normal(magnitude, spec.magnitude_std)
+    level = float(np.clip(magnitude, 0.0, spec.magnitude_max)) / spec.magnitude_max
+    pil = RAND_AUGMENT_OPS[_OP_NAMES[op]](pil, level, rng, fill)
+  return _from_pil(pil, image.shape[-1])
+
+
+def color_jitter(image, rng, strength):
+  """Brightness, contrast and saturation factors ~ U[1 - s, 1 + s], in random order."""
+  pil = _to_pil(image)
+  enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
+  for which in rng.permutation(len(enhancers)):
+    pil = enhancers[which](pil).enhance(rng.uniform(1 - strength, 1 + strength))
+  return _from_pil(pil, image.shape[-1])
+
+
+# ------------------------------------------------------------------------------ final
+
+
+def normalize(images, mean, std):
+  """uint8 images -> float32 (x - mean) / std, per channel (stats on the 0..255 scale)."""
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  return (np.asarray(images, np.float32) - mean) / std
+
+
+def random_erasing(image, rng, prob, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), attempts=10):
+  """timm Random Erasing ('pixel' mode) on a normalised float (H, W, C) image, a copy."""
+  if rng.random() >= prob:
+    return image
+  height, width, channels = image.shape
+  area = height * width
+  target = area * rng.uniform(*scale, size=attempts)
+  aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=attempts))
+  hs = np.round(np.sqrt(target * aspect)).astype(int)
+  ws = np.round(np.sqrt(target / aspect)).astype(int)
+  fits = np.flatnonzero((hs > 0) & (ws > 0) & (hs < height) & (ws < width))
+  if not fits.size:
+    return image
+  h, w = int(hs[fits[0]]), int(ws[fits[0]])
+  top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+  erased = image.copy()
+  erased[top:top + h, left:left + w] = rng.standard_normal((h, w, channels),
+                                                           dtype=np.float32)
+  return erased
+
+
+# ------------------------------------------------------------------------- per example
+
+
+class ExampleTransform(NamedTuple):
+  """A plan with its sizes resolved for one dataset and split."""
+  plan: AugmentPlan
+  train: bool
+  crop_size: tuple  # (height, width) of the output
+  eval_resize: Optional[int]
+  mean: tuple
+  std: tuple
+
+
+def transform_example(image, rng, transform):
+  """One uint8 (h, w, C) image -> float32 (H, W, C), or (S, H, W, C) with S aug splits."""
+  plan = transform.plan
+  size = transform.crop_size
+  if transform.train and plan.random_resized_crop:
+    image = random_resized_crop(image, rng, size, plan.interpolation)
+  elif transform.eval_resize is not None or image.shape[:2] != tuple(size):
+    image = resize_center_crop(image, transform.eval_resize, size, plan.interpolation)
+  if not transform.train:
+    return normalize(image, transform.mean, transform.std)
+  if plan.flip and rng.random() < 0.5:
+    image = image[:, ::-1]
+
+  def augmented():
+    view = image
+    if plan.rand_augment is not None:
+      view = rand_augment(view, rng, plan.rand_augment, transform.mean)
+    if plan.color_jitter > 0:
+      view = color_jitter(view, rng, plan.color_jitter)
+    view = normalize(view, transform.mean, transform.std)
+    if plan.random_erasing > 0:
+      view = random_erasing(view, rng, plan.random_erasing)
+    return view
+
+  if plan.aug_splits == 1:
+    return augmented()
+  clean = normalize(image, transform.mean, transform.std)
+  return np.stack([clean] + [augmented() for _ in range(plan.aug_splits - 1)])
+
+
+# --------------------------------------------------------------------------- per batch
+
+
+def smooth_one_hot(labels, num_classes, smoothing):
+  """One-hot rows with `smoothing` spread evenly over all classes (rows sum to 1)."""
+  off = smoothing / num_classes
+  targets = np.full((len(labels), num_classes), off, np.float32)
+  targets[np.arange(len(labels)), labels] += 1.0 - smoothing
+  return targets
+
+
+def cutmix_box(rng, height, width, lam):
+  """(top, bottom, left, right) of a box covering about 1 - lam of the image, clipped."""
+  cut = math.sqrt(1.0 - lam)
+  cut_h, cut_w = int(height * cut), int(width * cut)
+  center_y, center_x = int(rng.integers(height)), int(rng.integers(width))
+  top, bottom = np.clip([center_y - cut_h // 2, center_y + cut_h // 2], 0, height)
+  left, right = np.clip([center_x - cut_w // 2, center_x + cut_w // 2], 0, width)
+  return int(top), int(bottom), int(left), int(right)
+
+
+def mix_batch(images, labels, num_classes, plan, rng):
+  """Mixup or CutMix with the reversed batch, plus label smoothing.
+
+  `images`: float32 (B, H, W, C) or (S, B, H, W, C) (the same mix for every split).
+  Returns (images, targets) with targets float32 (B, num_classes), rows summing to 1.
+  """
+  targets = smooth_one_hot(labels, num_classes, plan.label_smoothing)
+  if not plan.mixes:
+    return images, targets
+  batch_axis = images.ndim - 4
+  partner = np.flip(images, axis=batch_axis)
+  use_cutmix = plan.cutmix > 0 and (plan.mixup == 0 or rng.random() < plan.mixup_switch_prob)
+  alpha = plan.cutmix if use_cutmix else plan.mixup
+  lam = float(rng.beta(alpha, alpha))
+  if use_cutmix:
+    height, width = images.shape[-3:-1]
+    top, bottom, left, right = cutmix_box(rng, height, width, lam)
+    images = images.copy()
+    images[..., top:bottom, left:right, :] = partner[..., top:bottom, left:right, :]
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)  # the box's true area
+  else:
+    images = (lam * images + (1.0 - lam) * partner).astype(np.float32)
+  return images, lam * targets + (1.0 - lam) * targets[::-1]
