@@ -1,0 +1,154 @@
+"""Cost of the Bort term: a Bort-S update vs the same SGD update, under jit.
+
+For each model's parameters, times one jitted, donated optimizer step of
+``bort_sgd`` and of ``optax.sgd`` with the same momentum and weight decay, and
+compares the overhead with what the Bort term must cost at this machine's GEMM
+rate, measured in the same run:
+
+    ratio = (t_bort − t_sgd) / (FLOPs_bort / GEMM rate),
+    FLOPs_bort = Σ_kernels 2·2·min(m, n)·m·n     (Gram on the smaller side).
+
+A ratio near 1 means the term runs at matmul speed with no extra passes.
+
+    python -m experiments.bench_optimizer [--models acnn_small_mnist,resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import bort_jax
+from bort_jax import models
+
+
+def _median_seconds(fn, *args, repeats):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
+  """float32 FLOP/s of an n×n×n matmul on the default device."""
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  jax.block_until_ready(matmul(a, b))
+  return 2 * n ** 3 / min(
+      _median_seconds(matmul, a, b, repeats=1) for _ in range(repeats))
+
+
+def model_params(name: str):
+  """Random float32 params with the shapes of a registered model."""
+  abstract = nnx.eval_shape(
+      lambda: models.create(name, num_classes=10 if "acnn_small" in name
+                            else 1000, rngs=nnx.Rngs(0)))
+  shapes = nnx.as_pure(nnx.state(abstract, nnx.Param))
+  leaves, treedef = jax.tree.flatten(shapes)
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  return treedef.unflatten([
+      0.05 * jax.random.normal(k, l.shape, jnp.float32)
+      for k, l in zip(keys, leaves)])
+
+
+def bort_flops(params) -> float:
+  mask = bort_jax.default_mask(params)
+  dims = bort_jax.optim.default_dimension_numbers(params)
+  total = 0.0
+  for leaf, selected, dim in zip(
+      jax.tree.leaves(params), jax.tree.leaves(mask),
+      jax.tree.leaves(dims, is_leaf=lambda x: isinstance(
+          x, bort_jax.BortDimensionNumbers))):
+    if selected:
+      out = int(np.prod(leaf.shape[leaf.ndim - dim.n_out_axes:]))
+      fan_in = leaf.size // out
+      total += 4.0 * min(out, fan_in) * out * fan_in
+  return total
+
+
+def time_update(tx, params, repeats: int) -> float:
+  """Median seconds of one jitted optimizer step, params and state donated."""
+
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  grads = jax.tree.map(lambda p: 0.01 * jnp.ones_like(p), params)
+  params = jax.tree.map(jnp.copy, params)
+  state = tx.init(params)
+  params, state = step(params, state, grads)  # compile
+  jax.block_until_ready(params)
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    params, state = step(params, state, grads)
+    jax.block_until_ready(params)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def bench(name: str, rate: float, repeats: int) -> dict:
+  params = model_params(name)
+  lr, lam, momentum, wd = 0.01, 0.1, 0.9, 1e-4
+  sgd = optax.chain(optax.add_decayed_weights(wd, bort_jax.default_mask),
+                    optax.sgd(lr, momentum=momentum))
+  bort = bort_jax.bort_sgd(lr, lam, momentum=momentum, weight_decay=wd)
+  t_sgd = time_update(sgd, params, repeats)
+  t_bort = time_update(bort, params, repeats)
+  flops = bort_flops(params)
+  ideal = flops / rate
+  return {
+      "model": name,
+      "params": int(sum(x.size for x in jax.tree.leaves(params))),
+      "kernels": int(sum(jax.tree.leaves(bort_jax.default_mask(params)))),
+      "sgd_ms": 1e3 * t_sgd,
+      "bort_sgd_ms": 1e3 * t_bort,
+      "overhead_ms": 1e3 * (t_bort - t_sgd),
+      "bort_gflop": flops / 1e9,
+      "ideal_ms": 1e3 * ideal,
+      "ratio": (t_bort - t_sgd) / ideal,
+  }
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="acnn_small_mnist,resnet50")
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--json", default=None, help="also write results here")
+  args = parser.parse_args(argv)
+
+  rate = gemm_rate()
+  print(f"device: {jax.devices()[0].device_kind} ({platform.machine()}, "
+        f"{jax.device_count()} device(s)); jax {jax.__version__}")
+  print(f"float32 GEMM rate (2048³ matmul): {rate / 1e9:.1f} GFLOP/s")
+  header = (f"{'model':<18}{'params':>12}{'kernels':>9}{'sgd ms':>10}"
+            f"{'bort ms':>10}{'overhead':>10}{'GFLOP':>9}{'ideal ms':>10}"
+            f"{'ratio':>7}")
+  print(header)
+  rows = []
+  for name in args.models.split(","):
+    row = bench(name, rate, args.repeats)
+    rows.append(row)
+    print(f"{row['model']:<18}{row['params']:>12,}{row['kernels']:>9}"
+          f"{row['sgd_ms']:>10.2f}{row['bort_sgd_ms']:>10.2f}"
+          f"{row['overhead_ms']:>10.2f}{row['bort_gflop']:>9.2f}"
+          f"{row['ideal_ms']:>10.2f}{row['ratio']:>7.2f}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"gemm_gflops": rate / 1e9, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
