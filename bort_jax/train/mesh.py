@@ -8,7 +8,6 @@ output (last) axis, so a device holds ``out / n_devices`` columns of it.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import jax
@@ -32,8 +31,8 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
   """
   if jax.distributed.is_initialized():
     return
-  if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS") == "cpu":
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # Only CPU devices read this; it must be set before the backends start.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes,
                              process_id=process_id,

@@ -1,0 +1,1 @@
+"""Training configs: one file per row of the paper's tables (see recipes.py)."""

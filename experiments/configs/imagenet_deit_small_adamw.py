@@ -1,0 +1,9 @@
+"""Table 2: DeiT-S on ImageNet with AdamW; hyper-parameters from Tables 6 and
+7.
+"""
+
+from experiments.configs import recipes
+
+
+def get_config():
+  return recipes.imagenet("deit_small", "adamw")

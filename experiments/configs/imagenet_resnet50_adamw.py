@@ -1,0 +1,9 @@
+"""Table 2: ResNet50 on ImageNet with AdamW; hyper-parameters from Tables 6 and
+7.
+"""
+
+from experiments.configs import recipes
+
+
+def get_config():
+  return recipes.imagenet("resnet50", "adamw")

@@ -1,0 +1,9 @@
+"""Table 2: VGG16 on ImageNet with Bort-A; hyper-parameters from Tables 6 and
+7.
+"""
+
+from experiments.configs import recipes
+
+
+def get_config():
+  return recipes.imagenet("vgg16", "bort_adamw")

@@ -1,0 +1,9 @@
+"""Table 1: ACNN-Small on CIFAR-10 with Bort-S (40 epochs, lr 0.01, batch 256,
+wd 0.01, λ 0.1; no momentum: the paper gives none).
+"""
+
+from experiments.configs import recipes
+
+
+def get_config():
+  return recipes.table1("cifar10", "acnn_small", "bort_sgd")
