@@ -62,8 +62,9 @@ def load(name, *, split, batch_size, train, seed=0, data_dir=None, augment=None,
     seed: seeds shuffling and augmentation (and synthetic data).
     data_dir: tfds data directory (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).
     augment: dict / ConfigDict of knobs (`AUGMENT_DEFAULTS`); unknown knobs raise.
-    image_size: output size (int, (H, W) or (H, W, C) for synthetic); default the
-      dataset's own size, 224 for ImageNet.
+    image_size: output size, int or (H, W); default the dataset's own size, 224 for
+      ImageNet. For synthetic: the generated size, int (-> H x H x 3) or (H, W, C);
+      default (28, 28, 1).
     process_index, process_count: this process's shard (default: jax's).
     num_threads: decode/augment threads (default min(16, cpus)).
 
@@ -80,8 +81,9 @@ def load(name, *, split, batch_size, train, seed=0, data_dir=None, augment=None,
   plan = make_plan(augment)
   synthetic_shape = None
   if isinstance(name, str) and name.split(":")[0] == "synthetic" and image_size is not None:
+    # Synthetic images are generated at image_size; crop_size may still crop them.
     (height, width), channels = _as_size(image_size)
-    synthetic_shape = (height, width, channels or 3)
+    synthetic_shape, image_size = (height, width, channels or 3), None
   source = make_source(name, split, data_dir=data_dir, image_shape=synthetic_shape,
                        seed=seed)
   transform = _resolve_transform(source, plan, image_size, train)
