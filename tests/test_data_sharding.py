@@ -39,6 +39,12 @@ def test_aug_split_images_are_sharded_on_their_batch_axis():
   # Replicated over "model": each of the 8 devices holds a quarter of the batch.
   assert {s.data.shape for s in sharded["image"].addressable_shards} == {(3, 2, 2, 2, 1)}
   np.testing.assert_array_equal(np.asarray(sharded["image"]), images)
+  # Example-major (B, S, H, W, C) stacks are sharded on axis 0.
+  swapped = data.shard_batch({**batch, "image": images.swapaxes(0, 1)}, mesh)
+  assert swapped["image"].sharding.spec == PartitionSpec("data")
+  np.testing.assert_array_equal(np.asarray(swapped["image"]), images.swapaxes(0, 1))
+  with pytest.raises(ValueError, match=r"shape \(5,\) has no axis of the batch's 8"):
+    data.shard_batch({**batch, "extra": np.zeros(5)}, mesh)
 
 
 def test_shard_batch_over_two_axes_and_bad_axis():
