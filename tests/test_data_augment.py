@@ -89,35 +89,38 @@ def test_random_resized_crop_keeps_dtype_and_box_obeys_scale_and_ratio():
     top, left, h, w = augment.random_resized_crop_box(rng, 60, 80)
     assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
     assert 0.08 * 4800 * 0.8 <= h * w <= 4800 and 3 / 4 * 0.8 <= w / h <= 4 / 3 * 1.2
-    out = augment.random_resized_crop(image, np.random.default_rng(seed), (24, 20))
+    out = augment.from_pil(augment.random_resized_crop(
+        augment.to_pil(image), np.random.default_rng(seed), (24, 20)))
     assert out.shape == (24, 20, 3) and out.dtype == np.uint8
-  gray = image[..., :1]
-  assert augment.random_resized_crop(gray, np.random.default_rng(0), (16, 16)).shape == (
-      16, 16, 1)
+  gray = augment.to_pil(image[..., :1])
+  out = augment.random_resized_crop(gray, np.random.default_rng(0), (16, 16))
+  assert augment.from_pil(out).shape == (16, 16, 1)
 
 
 def test_eval_resize_and_center_crop():
   image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
-  out = augment.resize_center_crop(image, 256, (224, 224))
+  crop = lambda x, *args: augment.from_pil(
+      augment.resize_center_crop(augment.to_pil(x), *args))
+  out = crop(image, 256, (224, 224))
   assert out.shape == (224, 224, 3) and out.dtype == np.uint8
   # No resize needed: exactly the central window.
-  np.testing.assert_array_equal(augment.resize_center_crop(image, None, (100, 200)),
-                                image[100:200, 100:300])
+  np.testing.assert_array_equal(crop(image, None, (100, 200)), image[100:200, 100:300])
+  np.testing.assert_array_equal(crop(image, 300, (100, 200)), image[100:200, 100:300])
   with pytest.raises(ValueError, match="smaller than the crop"):
-    augment.resize_center_crop(image[:50, :50], None, (64, 64))
+    crop(image[:50, :50], None, (64, 64))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_rand_augment_op_keeps_shape_and_dtype(channels):
   image = np.random.default_rng(0).integers(0, 256, (20, 18, channels), dtype=np.uint8)
-  pil = augment._to_pil(image)
+  pil = augment.to_pil(image)
   fill = 128 if channels == 1 else (128, 128, 128)
   for name, op in augment.RAND_AUGMENT_OPS.items():
-    out = augment._from_pil(op(pil, 0.9, np.random.default_rng(0), fill), channels)
+    out = augment.from_pil(op(pil, 0.9, np.random.default_rng(0), fill))
     assert out.shape == image.shape and out.dtype == np.uint8, name
   spec = augment.parse_rand_augment("rand-n3-m9-mstd0.5")
-  out = augment.rand_augment(image, np.random.default_rng(1), spec, (128.0,) * channels)
-  assert out.shape == image.shape and out.dtype == np.uint8
+  out = augment.rand_augment(pil, np.random.default_rng(1), spec, (128.0,) * channels)
+  assert augment.from_pil(out).shape == image.shape
 
 
 def test_rand_augment_strings_parse_like_timm():

@@ -183,38 +183,36 @@ def random_resized_crop_box(rng, height, width, scale=(0.08, 1.0), ratio=(3 / 4,
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _to_pil(image):
+def to_pil(image):
+  """uint8 (H, W, 1) or (H, W, 3) array -> PIL image ("L" or "RGB")."""
   return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
 
 
-def _from_pil(pil, channels):
+def from_pil(pil):
+  """PIL image -> uint8 (H, W, C) array."""
   array = np.asarray(pil, np.uint8)
-  return array[..., None] if channels == 1 else array
+  return array[..., None] if array.ndim == 2 else array
 
 
-def random_resized_crop(image, rng, size, interpolation="bicubic"):
-  """Random-resized crop of a uint8 (H, W, C) image to `size` = (height, width)."""
-  top, left, h, w = random_resized_crop_box(rng, image.shape[0], image.shape[1])
-  pil = _to_pil(image).resize((size[1], size[0]), INTERPOLATIONS[interpolation],
-                              box=(left, top, left + w, top + h))
-  return _from_pil(pil, image.shape[-1])
+def random_resized_crop(pil, rng, size, interpolation="bicubic"):
+  """Random-resized crop of a PIL image to `size` = (height, width)."""
+  top, left, h, w = random_resized_crop_box(rng, pil.height, pil.width)
+  return pil.resize((size[1], size[0]), INTERPOLATIONS[interpolation],
+                    box=(left, top, left + w, top + h))
 
 
-def resize_center_crop(image, resize, size, interpolation="bicubic"):
+def resize_center_crop(pil, resize, size, interpolation="bicubic"):
   """Resize the shorter side to `resize` (aspect kept), then center-crop `size` (h, w)."""
-  height, width = image.shape[:2]
-  if resize is not None and min(height, width) != resize:
-    scale = resize / min(height, width)
-    new_h = max(size[0], round(height * scale))
-    new_w = max(size[1], round(width * scale))
-    image = _from_pil(_to_pil(image).resize((new_w, new_h), INTERPOLATIONS[interpolation]),
-                      image.shape[-1])
-    height, width = image.shape[:2]
-  if height < size[0] or width < size[1]:
-    raise ValueError(f"image {height}x{width} is smaller than the crop {size}; set "
-                     f"eval_resize >= crop_size")
-  top, left = (height - size[0]) // 2, (width - size[1]) // 2
-  return image[top:top + size[0], left:left + size[1]]
+  if resize is not None and min(pil.size) != resize:
+    scale = resize / min(pil.size)
+    new_h = max(size[0], round(pil.height * scale))
+    new_w = max(size[1], round(pil.width * scale))
+    pil = pil.resize((new_w, new_h), INTERPOLATIONS[interpolation])
+  if pil.height < size[0] or pil.width < size[1]:
+    raise ValueError(f"image {pil.height}x{pil.width} is smaller than the crop {size}; "
+                     f"set eval_resize >= crop_size")
+  top, left = (pil.height - size[0]) // 2, (pil.width - size[1]) // 2
+  return pil.crop((left, top, left + size[1], top + size[0]))
 
 
 # -------------------------------------------------------------------------- secondary
@@ -267,10 +265,12 @@ _OP_NAMES = tuple(RAND_AUGMENT_OPS)
 RAND_AUGMENT_PROB = 0.5
 
 
-def rand_augment(image, rng, spec, fill):
-  """timm RandAugment on a uint8 (H, W, C) image: `num_ops` ops drawn with replacement."""
-  pil = _to_pil(image)
-  fill = int(fill[0]) if image.shape[-1] == 1 else tuple(int(f) for f in fill)
+def rand_augment(pil, rng, spec, fill):
+  """timm RandAugment on a PIL image: `num_ops` ops drawn with replacement.
+
+  `fill` (per-channel, 0..255) colours the area that rotations/shears/translations expose.
+  """
+  fill = int(fill[0]) if pil.mode == "L" else tuple(int(f) for f in fill)
   for op in rng.integers(len(_OP_NAMES), size=spec.num_ops):
     if rng.random() >= RAND_AUGMENT_PROB:
       continue
@@ -281,26 +281,29 @@ def rand_augment(image, rng, spec, fill):
       magnitude = rng.normal(magnitude, spec.magnitude_std)
     level = float(np.clip(magnitude, 0.0, spec.magnitude_max)) / spec.magnitude_max
     pil = RAND_AUGMENT_OPS[_OP_NAMES[op]](pil, level, rng, fill)
-  return _from_pil(pil, image.shape[-1])
+  return pil
 
 
-def color_jitter(image, rng, strength):
+def color_jitter(pil, rng, strength):
   """Brightness, contrast and saturation factors ~ U[1 - s, 1 + s], in random order."""
-  pil = _to_pil(image)
   enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
   for which in rng.permutation(len(enhancers)):
     pil = enhancers[which](pil).enhance(rng.uniform(1 - strength, 1 + strength))
-  return _from_pil(pil, image.shape[-1])
+  return pil
 
 
 # ------------------------------------------------------------------------------ final
 
 
 def normalize(images, mean, std):
-  """uint8 images -> float32 (x - mean) / std, per channel (stats on the 0..255 scale)."""
-  mean = np.asarray(mean, np.float32)
-  std = np.asarray(std, np.float32)
-  return (np.asarray(images, np.float32) - mean) / std
+  """uint8 images (arrays or a PIL image) -> float32 (x - mean) / std, per channel.
+
+  `mean`/`std` are on the 0..255 scale.
+  """
+  if isinstance(images, Image.Image):
+    images = from_pil(images)
+  scale = np.float32(1.0) / np.asarray(std, np.float32)
+  return (images - np.asarray(mean, np.float32)) * scale
 
 
 def random_erasing(image, rng, prob, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), attempts=10):
@@ -338,20 +341,24 @@ class ExampleTransform(NamedTuple):
 
 
 def transform_example(image, rng, transform):
-  """One uint8 (h, w, C) image -> float32 (H, W, C), or (S, H, W, C) with S aug splits."""
+  """One uint8 (h, w, C) image -> float32 (H, W, C), or (S, H, W, C) with S aug splits.
+
+  The uint8 stages run on one PIL image; it becomes an array again only to normalise.
+  """
   plan = transform.plan
-  size = transform.crop_size
+  size = tuple(transform.crop_size)
+  pil = to_pil(image)
   if transform.train and plan.random_resized_crop:
-    image = random_resized_crop(image, rng, size, plan.interpolation)
-  elif transform.eval_resize is not None or image.shape[:2] != tuple(size):
-    image = resize_center_crop(image, transform.eval_resize, size, plan.interpolation)
+    pil = random_resized_crop(pil, rng, size, plan.interpolation)
+  elif transform.eval_resize is not None or image.shape[:2] != size:
+    pil = resize_center_crop(pil, transform.eval_resize, size, plan.interpolation)
   if not transform.train:
-    return normalize(image, transform.mean, transform.std)
+    return normalize(pil, transform.mean, transform.std)
   if plan.flip and rng.random() < 0.5:
-    image = image[:, ::-1]
+    pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
 
   def augmented():
-    view = image
+    view = pil
     if plan.rand_augment is not None:
       view = rand_augment(view, rng, plan.rand_augment, transform.mean)
     if plan.color_jitter > 0:
@@ -363,7 +370,7 @@ def transform_example(image, rng, transform):
 
   if plan.aug_splits == 1:
     return augmented()
-  clean = normalize(image, transform.mean, transform.std)
+  clean = normalize(pil, transform.mean, transform.std)
   return np.stack([clean] + [augmented() for _ in range(plan.aug_splits - 1)])
 
 
