@@ -115,9 +115,15 @@ def test_every_rand_augment_op_keeps_shape_and_dtype(channels):
   image = np.random.default_rng(0).integers(0, 256, (20, 18, channels), dtype=np.uint8)
   pil = augment.to_pil(image)
   fill = 128 if channels == 1 else (128, 128, 128)
-  for name, op in augment.RAND_AUGMENT_OPS.items():
-    out = augment.from_pil(op(pil, 0.9, np.random.default_rng(0), fill))
-    assert out.shape == image.shape and out.dtype == np.uint8, name
+  for level in (0.0, 0.5, 1.0):  # magnitude 0 and mmax are reachable with mstd > 0
+    for name, op in augment.RAND_AUGMENT_OPS.items():
+      out = augment.from_pil(op(pil, level, np.random.default_rng(0), fill))
+      assert out.shape == image.shape and out.dtype == np.uint8, (name, level)
+  # Posterize keeps the 4 * level most significant bits.
+  posterize = augment.RAND_AUGMENT_OPS["Posterize"]
+  np.testing.assert_array_equal(
+      augment.from_pil(posterize(pil, 0.5, None, fill)), image & 0b11000000)
+  assert not augment.from_pil(posterize(pil, 0.0, None, fill)).any()
   spec = augment.parse_rand_augment("rand-n3-m9-mstd0.5")
   out = augment.rand_augment(pil, np.random.default_rng(1), spec, (128.0,) * channels)
   assert augment.from_pil(out).shape == image.shape

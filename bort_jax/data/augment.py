@@ -227,6 +227,12 @@ def _affine(pil, matrix, fill):
                        fillcolor=fill)
 
 
+def _posterize(pil, bits):
+  """Keep the `bits` most significant bits (0..8; PIL's posterize refuses 0)."""
+  array = np.asarray(pil, np.uint8)
+  return Image.fromarray(array & np.uint8((0xFF << (8 - bits)) & 0xFF))
+
+
 def _solarize_add(pil, add):
   array = np.asarray(pil, np.int16)
   return Image.fromarray(np.where(array < 128, np.minimum(array + add, 255), array)
@@ -241,7 +247,7 @@ RAND_AUGMENT_OPS = {
     "Invert": lambda pil, level, rng, fill: ImageOps.invert(pil),
     "Rotate": lambda pil, level, rng, fill: pil.rotate(
         _signed(rng, 30.0 * level), resample=Image.BILINEAR, fillcolor=fill),
-    "Posterize": lambda pil, level, rng, fill: ImageOps.posterize(pil, int(4 * level)),
+    "Posterize": lambda pil, level, rng, fill: _posterize(pil, int(4 * level)),
     "Solarize": lambda pil, level, rng, fill: ImageOps.solarize(pil, int(256 * level)),
     "SolarizeAdd": lambda pil, level, rng, fill: _solarize_add(pil, int(110 * level)),
     "Color": lambda pil, level, rng, fill: ImageEnhance.Color(pil).enhance(
