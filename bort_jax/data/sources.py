@@ -46,8 +46,11 @@ def _not_prepared_message(name, data_dir, reason):
       f"tfds dataset {name!r} is not prepared in {where!r} ({reason}). Prepare it once in "
       f"the ArrayRecord format, e.g. `tfds build {name} --file_format=array_record "
       f"--data_dir=DIR` (or `tfds.builder({name!r}, data_dir=DIR, file_format="
-      f"'array_record').download_and_prepare()`), on any machine with tensorflow, then "
-      f"point this run at it with data_dir=DIR or the TFDS_DATA_DIR environment variable.")
+      f"'array_record').download_and_prepare()`) on a machine with internet and "
+      f"tensorflow (most tfds builders need it), copy DIR here, and point this run at it "
+      f"with data_dir=DIR or the TFDS_DATA_DIR environment variable. Data already "
+      f"prepared as TFRecord converts with `tfds convert_format --dataset_version_dir="
+      f"DIR/{name}/VERSION --out_file_format=array_record`.")
   if name == "imagenet2012":
     message += (" ImageNet cannot be downloaded automatically: put ILSVRC2012_img_train.tar "
                 "and ILSVRC2012_img_val.tar in the manual download directory "
