@@ -159,6 +159,19 @@ def test_digits_default_shapes_labels_and_normalisation():
   assert accuracy > 0.95
 
 
+def test_image_size_resizes_fixed_size_data():
+  native = next(data.load("digits", split="test", batch_size=4, train=False))
+  resized = data.load("digits", split="test", batch_size=4, train=False, image_size=56)
+  batch = next(resized)
+  assert resized.image_shape == (56, 56, 1) and batch["image"].shape == (4, 56, 56, 1)
+  # A plain 2x upsampling: 2x2 block means match the 28x28 images closely.
+  blocks = batch["image"][..., 0].reshape(4, 28, 2, 28, 2).mean(axis=(2, 4))
+  assert np.abs(blocks - native["image"][..., 0]).mean() < 0.1
+  with pytest.raises(ValueError, match="disagrees with augment crop_size 20"):
+    data.load("digits", split="test", batch_size=4, train=False, image_size=56,
+              augment={"crop_size": 20})
+
+
 def test_synthetic_is_a_function_of_seed_and_index():
   first = data.load("synthetic:5", split="train", batch_size=4, train=False,
                     image_size=(8, 6, 3), seed=3)

@@ -41,8 +41,10 @@ def _resolve_transform(source, plan, image_size, train):
   if out is None:  # variable-size images (ImageNet) default to the 224 recipe
     out = (224, 224)
   eval_resize = plan.eval_resize
-  if eval_resize is None and out != native:
+  if eval_resize is None and native is None:  # ImageNet: resize 256, center crop 224
     eval_resize = round(max(out) / EVAL_CROP_FRACTION)
+  elif eval_resize is None and out != native:  # fixed-size data: a plain resize
+    eval_resize = max(out)
   return ExampleTransform(plan=plan, train=train, crop_size=tuple(out),
                           eval_resize=eval_resize, mean=source.mean, std=source.std)
 

@@ -22,7 +22,8 @@ from PIL import Image, ImageEnhance, ImageOps
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "nearest": Image.NEAREST}
 # Knob -> default. `crop_size=None`: the dataset's own size (224 for ImageNet);
-# `eval_resize=None`: crop_size / 0.875 (256 for 224) when resizing is needed at all.
+# `eval_resize=None`: crop_size / 0.875 (256 for 224) for ImageNet, and for fixed-size
+# datasets crop_size itself when it differs from the stored size (a plain resize).
 AUGMENT_DEFAULTS = {
     "random_resized_crop": False,
     "flip": False,
