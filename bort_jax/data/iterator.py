@@ -58,13 +58,21 @@ class DataIterator:
             f"({source.num_examples} in all); use a smaller batch")
     else:
       self.steps_per_epoch = max(1, -(-per_process // batch_size))
-    self._per_example = (transform.plan.per_example or source.image_shape is None
+    # Per-example (PIL) work only when some example needs it; else one vectorised op.
+    self._per_example = ((train and transform.plan.per_example)
+                         or source.image_shape is None
                          or source.image_shape[:2] != self.image_shape[:2])
     workers = num_threads or min(16, os.cpu_count() or 1)
     self._pool = (concurrent.futures.ThreadPoolExecutor(workers)
                   if self._per_example and workers > 1 else None)
     self._epoch, self._step = 0, 0
     self._shard_epoch, self._shard = None, None
+
+  def close(self):
+    """Stops the decode threads (they also stop when the iterator is collected)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=False)
+      self._pool = None
 
   # ------------------------------------------------------------------------- state
 
