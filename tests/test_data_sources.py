@@ -1,7 +1,5 @@
 """Data sources: tfds (mocked, TF-free), IDX files, the digits default, missing datasets."""
 
-import gzip
-
 import numpy as np
 import pytest
 
