@@ -112,6 +112,8 @@ def test_set_state_rejects_a_state_from_another_setup():
     other.set_state(state)
   with pytest.raises(ValueError, match="step=99"):
     it.set_state({**state, "step": 99})
+  with pytest.raises(ValueError, match="version 1"):
+    it.set_state({"epoch": 0, "step": 0})
 
 
 def test_bad_batch_and_process_arguments_raise():

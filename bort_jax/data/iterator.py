@@ -85,6 +85,9 @@ class DataIterator:
 
   def set_state(self, state):
     """Restores a `get_state()` dict; raises ValueError if it belongs to another setup."""
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+      raise ValueError(f"iterator state must be a dict from get_state() with version "
+                       f"{STATE_VERSION}, got {state!r}")
     for key in ("seed", "num_examples", "batch_size", "process_index", "process_count"):
       if state.get(key) != getattr(self, key):
         raise ValueError(f"iterator state has {key}={state.get(key)!r} but this iterator "
