@@ -121,18 +121,22 @@ def plot_gram_histograms(grams: Mapping[str, Mapping[str, Mapping[str, object]]]
       values = {label: _as_array(f"grams[{label!r}][{layer!r}][{part!r}]",
                                  grams[label][layer][part], 1)
                 for label in labels}
-      low = min(v.min() for v in values.values())
-      high = max(v.max() for v in values.values())
-      edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
       ax = axes[r, c]
+      ax.set_title(f"{layer}: {'diagonal' if part == 'diag' else 'off-diagonal'}",
+                   fontsize=8)
+      if not any(v.size for v in values.values()):  # a 1-output layer
+        ax.text(0.5, 0.5, "no entries", ha="center", va="center", fontsize=8,
+                transform=ax.transAxes)
+        continue
+      low = min(v.min() for v in values.values() if v.size)
+      high = max(v.max() for v in values.values() if v.size)
+      edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
       for label, v in values.items():
         ax.hist(v, bins=edges, density=True, histtype="stepfilled", alpha=0.45,
                 label=label)
       ax.set_yscale("log")
       ax.yaxis.set_minor_formatter(NullFormatter())
       ax.tick_params(which="both", labelsize=7)
-      ax.set_title(f"{layer}: {'diagonal' if part == 'diag' else 'off-diagonal'}",
-                   fontsize=8)
   axes[0, 0].legend(fontsize=7)
   fig.suptitle(title or "Gram matrix entries per layer (Fig. 3a)", fontsize=10)
   fig.tight_layout()
