@@ -6,6 +6,7 @@ hand-written references without the real model zoo.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -107,6 +108,7 @@ def orthogonal_rows(fan_in, out, seed=0):
   return q.T.astype(np.float32)
 
 
+@functools.cache  # shared, never mutated by the tests
 def single_conv(kernel_hw=(3, 3), cin=2, cout=18, orthogonal=True, seed=0,
                 strides=1, padding="SAME"):
   """One conv layer; ``orthogonal``: flattened kernel with K Kᵀ = I."""
@@ -122,6 +124,7 @@ def single_conv(kernel_hw=(3, 3), cin=2, cout=18, orthogonal=True, seed=0,
   return model
 
 
+@functools.cache  # shared, never mutated by the tests
 def two_layer(seed=0, head_pool="max", num_classes=4):
   """conv1 3×3 SAME + ReLU, conv2 2×2 stride 2 VALID + ReLU, pooled head."""
   return TinyConvNet(2, [ConvSpec(6, (3, 3), 1, "SAME"),
@@ -134,6 +137,7 @@ PATCH = np.array([[1.0, 0.0, 1.0],
                   [1.0, 0.0, 1.0]], np.float32)
 
 
+@functools.cache  # shared, never mutated by the tests
 def patch_detector(seed=0):
   """conv1: 1×1 identity + ReLU; conv2: 3×3 VALID, channel 0 = the X-shaped
   PATCH (matched filter), channels 1-3 negative (never active on images >= 0)."""
@@ -158,4 +162,16 @@ def patch_image(size=12, top_left=(6, 2), noise=0.05, seed=0):
 
 
 def random_images(n=3, hw=8, c=2, seed=0):
-  return jax.random.normal(jax.random.key(seed), (n, hw, hw, c), jnp.float32)
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.normal(size=(n, hw, hw, c)), jnp.float32)
+
+
+class PixelLinear(nnx.Module):
+  """logits = [Σ_pixels v ⊙ x, 0]: a model whose class-0 logit is linear."""
+
+  def __init__(self, weights):
+    self.v = nnx.Param(jnp.asarray(weights, jnp.float32))
+
+  def __call__(self, x):
+    score = jnp.sum(x * self.v[...], axis=(1, 2, 3))
+    return jnp.stack([score, jnp.zeros_like(score)], axis=-1)

@@ -12,14 +12,48 @@ from bort_jax.explain.backtrack import (
     reconstruct,
     reconstruction_ratios,
 )
+from bort_jax.explain.attribution import (
+    guided_ig,
+    integrated_gradients,
+    rise,
+    xrai,
+)
+from bort_jax.explain.cam import cam
+from bort_jax.explain.metrics import (
+    DeletionInsertion,
+    blur,
+    deletion_insertion,
+    pixel_ranks,
+)
 from bort_jax.explain.sat import DEFAULT_GAMMA, binarize, sat
+from bort_jax.explain.synthesis import (
+    Decomposition,
+    adversarial_success_rate,
+    cluster_components,
+    decompose,
+    synthesize_adversarial,
+)
 
 __all__ = [
     "DEFAULT_GAMMA",
+    "Decomposition",
+    "DeletionInsertion",
+    "adversarial_success_rate",
     "binarize",
+    "blur",
+    "cam",
+    "cluster_components",
+    "decompose",
+    "deletion_insertion",
     "gram_distribution",
+    "guided_ig",
     "guided_relu",
+    "integrated_gradients",
+    "pixel_ranks",
     "reconstruct",
     "reconstruction_ratios",
+    "rise",
     "sat",
+    "synthesize_adversarial",
+    "xrai",
 ]

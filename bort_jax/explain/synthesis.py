@@ -1,0 +1,161 @@
+"""Feature decomposition and adversarial synthesis (Section 4.2.4, Appendix
+A.5, Fig. 6): reconstructions from a few binarised top-layer variables."""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bort_jax.explain import _common
+from bort_jax.explain import backtrack
+
+
+class Decomposition(NamedTuple):
+  components: jax.Array      # (N, k, H, W, C) reconstruction of each variable
+  reconstruction: jax.Array  # (N, H, W, C) reconstruction of all k together
+  channels: jax.Array        # (N, k) the chosen channels, most salient first
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "layer", "k", "top_kind", "batch_size"))
+def _decompose(graphdef, state, x, B, *, layer, k, top_kind, batch_size):
+  model = _common.merge_eval(graphdef, state)
+
+  def one_image(image):
+    image = image[None]
+    z, back = backtrack.onehot_backtracker(model, image, layer, top_kind)
+    channels, positions, _ = backtrack.salient_channels(z, k)
+    components = jax.vmap(back, in_axes=(1, 1, None), out_axes=1)(
+        channels, positions, jnp.full((1,), B, z.dtype))
+    # All k binarised variables at once (guided backprop is not additive).
+    n, h, w, c = z.shape
+    sparse = jnp.zeros((n, h * w, c), z.dtype).at[
+        0, positions[0], channels[0]].set(B).reshape(z.shape)
+    _, vjp = jax.vjp(
+        lambda i: backtrack.guided_features(model, i, layer), image)
+    return components[0], vjp(sparse)[0][0], channels[0]
+
+  return Decomposition(*jax.lax.map(one_image, x, batch_size=batch_size))
+
+
+def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
+              batch_size: int = 16) -> Decomposition:
+  """Decomposition of Fig. 6a/b (Appendix A.5).
+
+  The k channels of ``Z = model.features(x, layer)`` with the largest max
+  activation are chosen; each is binarised to ``B`` at the position of its
+  maximum and 0 elsewhere.  ``components`` backtracks each variable alone,
+  ``reconstruction`` backtracks the map holding only the k variables (guided
+  backprop, as :func:`bort_jax.explain.reconstruct`).
+  """
+  x = _common.check_images(x)
+  index = _common.layer_index(model, layer)
+  _common.check_positive_int(k, "k")
+  _common.check_positive_int(batch_size, "batch_size")
+  graphdef, state = _common.split(model)
+  top_kind = backtrack.top_conv_kind(model, graphdef, state, x, index)
+  return _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
+                    k=k, top_kind=top_kind, batch_size=batch_size)
+
+
+def cluster_components(components, n_clusters: int, *, seed: int = 0):
+  """K-means labels of components (Fig. 6b) with scikit-learn.
+
+  Args:
+    components: (..., H, W, C); all leading axes are flattened into samples.
+    n_clusters: number of clusters.
+
+  Returns:
+    int labels with the leading shape of ``components`` minus (H, W, C).
+  """
+  from sklearn.cluster import KMeans  # pylint: disable=import-outside-toplevel
+
+  components = np.asarray(components, np.float64)
+  if components.ndim < 4:
+    raise ValueError(
+        f"components must be (..., H, W, C); got shape {components.shape}")
+  lead = components.shape[:-3]
+  samples = components.reshape(int(np.prod(lead)), -1)
+  if not 1 <= n_clusters <= samples.shape[0]:
+    raise ValueError(
+        f"n_clusters must be in 1..{samples.shape[0]} (number of "
+        f"components); got {n_clusters}")
+  labels = KMeans(n_clusters=n_clusters, n_init=10,
+                  random_state=seed).fit_predict(samples)
+  return labels.reshape(lead)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "layer", "k", "batch_size"))
+def _synthesize(graphdef, state, x_source, x_target, B, *, layer, k,
+                batch_size):
+  model = _common.merge_eval(graphdef, state)
+
+  def one_pair(pair):
+    source, target = pair[0][None], pair[1][None]
+    z_source, vjp = jax.vjp(
+        lambda i: backtrack.guided_features(model, i, layer), source)
+    z_target = model.features(target, layer)
+    channels, _, y_target = backtrack.salient_channels(z_target, k)
+    n, h, w, c = z_source.shape
+    flat_source = z_source.reshape(n, h * w, c)
+    positions = jnp.argmax(flat_source, axis=1)[0, channels[0]]
+    sparse = jnp.zeros((h * w, c), z_source.dtype).at[
+        positions, channels[0]].set(y_target[0] * B)
+    return vjp(sparse.reshape(z_source.shape))[0][0]
+
+  return jax.lax.map(one_pair, jnp.stack([x_source, x_target], axis=1),
+                     batch_size=batch_size)
+
+
+def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
+                           B: float = 1.0, batch_size: int = 16) -> jax.Array:
+  """Adversarial samples of Fig. 6c (Appendix A.5), no training.
+
+  For each (source, target) pair: the target's k most salient channels
+  (largest max activation ``y_i``) are placed, with value ``y_i · B``, at the
+  positions where the *source*'s same channels peak; that sparse map is
+  backtracked by guided backprop through the source's forward pass.
+
+  Returns:
+    (N, H, W, C) synthesized images.
+  """
+  x_source = _common.check_images(x_source, "x_source")
+  x_target = _common.check_images(x_target, "x_target")
+  if x_source.shape != x_target.shape:
+    raise ValueError(
+        f"x_source and x_target must have the same shape; got "
+        f"{x_source.shape} and {x_target.shape}")
+  index = _common.layer_index(model, layer)
+  _common.check_positive_int(k, "k")
+  _common.check_positive_int(batch_size, "batch_size")
+  graphdef, state = _common.split(model)
+  return _synthesize(graphdef, state, x_source, x_target,
+                     jnp.asarray(B, x_source.dtype), layer=index, k=k,
+                     batch_size=batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _same_class(graphdef, state, x_adv, x_target):
+  model = _common.merge_eval(graphdef, state)
+  return jnp.mean(jnp.argmax(model(x_adv), -1) == jnp.argmax(model(x_target),
+                                                             -1))
+
+
+def adversarial_success_rate(model, x_adv, x_target) -> float:
+  """Fraction of synthesized samples classified as their target's predicted
+  class."""
+  x_adv = _common.check_images(x_adv, "x_adv")
+  x_target = _common.check_images(x_target, "x_target")
+  if x_adv.shape[0] != x_target.shape[0]:
+    raise ValueError(
+        f"x_adv and x_target must hold the same number of images; got "
+        f"{x_adv.shape[0]} and {x_target.shape[0]}")
+  graphdef, state = _common.split(model)
+  return float(_same_class(graphdef, state, x_adv, x_target))

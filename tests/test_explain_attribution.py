@@ -1,0 +1,129 @@
+"""CAM, IG, RISE, XRAI and GuidedIG."""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import saliency.core as saliency_core
+from flax import nnx
+
+from bort_jax import explain
+import explain_fixtures as F
+
+attribution = importlib.import_module("bort_jax.explain.attribution")
+
+
+def test_cam_equals_formula():
+  x = F.random_images(3, 8, 2, seed=1)
+  model = F.two_layer(seed=1)
+  z = np.asarray(model.features(x, 2))
+  kernel = np.asarray(model.head.kernel[...])
+  target = np.array([0, 3, 1])
+  maps = np.einsum("nhwc,cn->nhw", z, kernel[:, target])  # Σ_k w_ck Z_k
+  want = jax.image.resize(jnp.asarray(maps), (3, 8, 8), "bilinear")
+  np.testing.assert_allclose(explain.cam(model, x, target), want, rtol=1e-5,
+                             atol=1e-6)
+  predicted = np.asarray(model(x)).argmax(-1)
+  np.testing.assert_allclose(explain.cam(model, x),
+                             explain.cam(model, x, predicted), rtol=1e-6)
+
+
+def test_cam_without_head_uses_the_class_channel():
+  model = F.two_layer(seed=2, head_pool="channel", num_classes=8)
+  x = F.random_images(2, 8, 2, seed=2)
+  z = model.features(x, 2)
+  want = jax.image.resize(z[..., 5], (2, 8, 8), "bilinear")
+  np.testing.assert_allclose(explain.cam(model, x, 5), want, rtol=1e-6)
+
+
+def test_cam_raises_for_flatten_heads():
+  model = F.TinyConvNet(2, [F.ConvSpec(4)], 3, rngs=nnx.Rngs(0),
+                        head_pool=None, image_hw=(8, 8))
+  with pytest.raises(ValueError, match="CAM needs a global-pooling head"):
+    explain.cam(model, F.random_images(1, 8, 2))
+
+
+def test_integrated_gradients_completeness():
+  model = F.two_layer(seed=3)
+  x = F.random_images(3, 8, 2, seed=3)
+  baseline = 0.1 * F.random_images(1, 8, 2, seed=9)
+  attributions = explain.integrated_gradients(model, x, baseline=baseline,
+                                              steps=128, batch_size=32)
+  logits, base_logits = model(x), model(jnp.broadcast_to(baseline, x.shape))
+  target = jnp.argmax(logits, -1)
+  gap = (logits - base_logits)[jnp.arange(3), target]
+  np.testing.assert_allclose(attributions.sum(axis=(1, 2, 3)), gap, rtol=1e-2)
+
+
+def test_integrated_gradients_agrees_with_pair():
+  model = F.two_layer(seed=4)
+  x = F.random_images(2, 8, 2, seed=4)
+  ours = explain.integrated_gradients(model, x, target=1, steps=64,
+                                      batch_size=13)  # 65 points: 5 chunks
+  call = attribution.pair_call_model_function(model)
+  ig = saliency_core.IntegratedGradients()
+  for b in range(2):
+    pair = ig.GetMask(np.asarray(x[b]), call, {"target": 1}, x_steps=64,
+                      x_baseline=np.zeros((8, 8, 2)), batch_size=64)
+    # PAIR averages the gradients at 64 points of [0, 1]; ours is the
+    # trapezoid on 65: both approximate the same integral.
+    np.testing.assert_allclose(ours[b], pair, atol=0.03 * np.abs(pair).max())
+
+
+def test_rise_matches_a_direct_sum_over_masks():
+  model = F.two_layer(seed=5)
+  x = F.random_images(2, 8, 2, seed=5)
+  got = explain.rise(model, x, num_masks=37, cell_size=3, p=0.4, seed=11,
+                     batch_size=8)  # 37 masks: last chunk padded
+  key = jax.random.key(11)
+  masks = jnp.stack([attribution.rise_mask(jax.random.fold_in(key, i), (8, 8),
+                                           3, 0.4) for i in range(37)])
+  assert float(masks.min()) >= 0.0 and float(masks.max()) <= 1.0
+  target = jnp.argmax(model(x), -1)
+  probs = jnp.stack([jax.nn.softmax(model(x * m[None, :, :, None]))[
+      jnp.arange(2), target] for m in masks])  # (37, 2)
+  want = jnp.einsum("mn,mhw->nhw", probs, masks) / (37 * 0.4)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+  # Same seed, same masks; another seed, other masks.
+  np.testing.assert_array_equal(
+      got, explain.rise(model, x, num_masks=37, cell_size=3, p=0.4, seed=11,
+                        batch_size=8))
+  assert not np.allclose(got, explain.rise(model, x, num_masks=37, cell_size=3,
+                                           p=0.4, seed=12, batch_size=8))
+
+
+def _plain_call_model_function(model):
+  """PAIR call_model_function written directly with jax.grad, no jit."""
+
+  def call(images, call_model_args=None, expected_keys=None):
+    target = call_model_args["target"]
+    grads = jax.grad(lambda i: model(i)[:, target].sum())(
+        jnp.asarray(images, jnp.float32))
+    return {saliency_core.INPUT_OUTPUT_GRADIENTS: np.asarray(grads)}
+
+  return call
+
+
+def test_guided_ig_agrees_with_pair():
+  model = F.two_layer(seed=6)
+  x = F.random_images(2, 8, 2, seed=6)
+  ours = explain.guided_ig(model, x, steps=16)
+  predicted = np.asarray(model(x)).argmax(-1)
+  for b in range(2):
+    want = saliency_core.GuidedIG().GetMask(
+        np.asarray(x[b]), _plain_call_model_function(model),
+        {"target": int(predicted[b])}, x_steps=16)
+    np.testing.assert_allclose(ours[b], want, rtol=1e-4, atol=1e-5)
+
+
+def test_xrai_agrees_with_pair():
+  model = F.two_layer(seed=7)
+  x = F.random_images(1, 8, 2, seed=7)
+  ours = explain.xrai(model, x, target=2, steps=8, batch_size=8)
+  want = saliency_core.XRAI().GetMask(
+      np.asarray(x[0]), _plain_call_model_function(model), {"target": 2},
+      batch_size=8, extra_parameters=saliency_core.XRAIParameters(steps=8))
+  assert ours.shape == (1, 8, 8)
+  np.testing.assert_allclose(ours[0], want, rtol=1e-4, atol=1e-6)
