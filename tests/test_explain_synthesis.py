@@ -63,9 +63,12 @@ def test_synthesized_sample_carries_the_targets_channels():
   top = lambda images: np.argsort(
       -np.asarray(model.features(images, 2)).max(axis=(1, 2)), axis=1,
       kind="stable")[:, :k]
-  overlap = [len(set(a) & set(t)) / k for a, t in zip(top(adv), top(target))]
-  chance = k / 8
-  assert np.mean(overlap) > chance + 0.2, overlap
+  overlap = lambda a, b: np.mean([len(set(i) & set(j)) / k
+                                  for i, j in zip(top(a), top(b))])
+  # The target's channels dominate the synthesized sample, far more than they
+  # did the source.
+  assert overlap(adv, target) >= 0.75
+  assert overlap(adv, target) > overlap(source, target) + 0.2
   rate = explain.adversarial_success_rate(model, adv, target)
   predicted = lambda images: np.asarray(model(images)).argmax(-1)
   assert rate == np.mean(predicted(adv) == predicted(target))

@@ -49,7 +49,7 @@ def cam(model, x, target=None) -> jax.Array:
   if getattr(model, "head_pool", None) is None:
     raise ValueError(
         f"CAM needs a global-pooling head; {type(model).__name__} has "
-        "head_pool=None (flatten + dense, like LeNet). Use sat, "
+        "head_pool=None (a flatten + dense head, as in LeNet). Use sat, "
         "integrated_gradients or rise instead.")
   target = _common.resolve_target(target, x.shape[0])
   graphdef, state = _common.split(model)

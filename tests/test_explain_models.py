@@ -1,0 +1,86 @@
+"""Every explainer on narrow versions of the real models (bort_jax.models)."""
+
+import importlib
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bort_jax import explain
+from bort_jax import models
+from bort_jax.explain import backtrack
+
+sat_lib = importlib.import_module("bort_jax.explain.sat")
+
+
+@pytest.fixture(scope="module")
+def images():
+  rng = np.random.default_rng(0)
+  return jnp.asarray(rng.normal(size=(2, 28, 28, 1)), jnp.float32)
+
+
+@pytest.fixture(scope="module")
+def acnn():
+  return models.create("acnn_small_mnist", num_classes=10, rngs=nnx.Rngs(0),
+                       width_multiplier=0.05)
+
+
+@pytest.fixture(scope="module")
+def lenet():
+  return models.create("lenet", num_classes=10, rngs=nnx.Rngs(0),
+                       width_multiplier=0.5)
+
+
+def _sat_both_paths(model, x, layer, k):
+  graphdef, state = nnx.split(model)
+  kind = backtrack.top_conv_kind(model, graphdef, state, x, layer)
+  args = (graphdef, state, x, jnp.float32(1.0), jnp.float32(0.5))
+  fast = sat_lib._sat(*args, layer=layer, k=k, top_kind=kind, batch_size=2)
+  general = sat_lib._sat(*args, layer=layer, k=k, top_kind=None, batch_size=2)
+  return kind, fast, general
+
+
+def test_acnn_small(acnn, images):
+  x = images
+  assert explain.reconstruct(acnn, x, layer=5).shape == x.shape
+  ratios = explain.reconstruction_ratios(acnn, x)
+  assert tuple(ratios) == acnn.layer_names
+  assert all(np.all((r > 0) & np.isfinite(r)) for r in ratios.values())
+  grams = explain.gram_distribution(acnn)
+  assert grams["conv5"]["diag"].shape == (acnn.conv(5).kernel.shape[-1],)
+  # conv5 is relu(conv(conv4 output)): SAT takes the kernel-slice path, which
+  # must equal the general VJP.
+  kind, fast, general = _sat_both_paths(acnn, x, 5, k=8)
+  assert kind == "relu"
+  np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(explain.sat(acnn, x, layer="conv5", k=8), fast,
+                             rtol=1e-6)
+  assert explain.cam(acnn, x).shape == (2, 28, 28)
+  assert explain.integrated_gradients(acnn, x, steps=8).shape == x.shape
+  rise = explain.rise(acnn, x, num_masks=20, batch_size=10)
+  assert rise.shape == (2, 28, 28) and np.all(np.isfinite(rise))
+  curves = explain.deletion_insertion(acnn, x, fast, step=98)
+  assert curves.deletion.shape == (2, 9)
+  assert np.all((curves.deletion_auc >= 0) & (curves.deletion_auc <= 1))
+  parts = explain.decompose(acnn, x, layer=5, k=4)
+  assert parts.components.shape == (2, 4, 28, 28, 1)
+  adv = explain.synthesize_adversarial(acnn, x, x[::-1], layer=5, k=4)
+  assert adv.shape == x.shape and np.all(np.isfinite(adv))
+  assert explain.guided_ig(acnn, x[:1], steps=4).shape == (1, 28, 28, 1)
+
+
+def test_lenet(lenet, images):
+  x = images
+  with pytest.raises(ValueError, match="CAM needs a global-pooling head"):
+    explain.cam(lenet, x)
+  # conv2 follows a max pool: SAT must use the general VJP.
+  kind, fast, general = _sat_both_paths(lenet, x, 2, k=4)
+  assert kind is None
+  np.testing.assert_allclose(fast, general)
+  assert np.count_nonzero(general) > 0
+  assert explain.reconstruct(lenet, x, layer=2).shape == x.shape
+  assert set(explain.reconstruction_ratios(lenet, x)) == {"conv1", "conv2"}
+  attributions = explain.integrated_gradients(lenet, x, steps=8)
+  curves = explain.deletion_insertion(lenet, x, attributions, step=196)
+  assert curves.insertion.shape == (2, 5)
