@@ -1,0 +1,45 @@
+"""The paper's networks in Flax NNX, NHWC float32 inputs.
+
+``create(name, *, num_classes, rngs, **overrides)`` builds one of ``NAMES``.
+Every conv/dense/attention weight is an ``nnx.Param`` named ``kernel`` (what
+``bort_jax.default_mask`` selects); biases, norm parameters, embeddings and
+position tables have other names. Train/eval mode: ``model.train()`` /
+``model.eval()``.
+
+The convolutional models (``lenet``, ``acnn_*``, ``vgg16``, ``resnet50``)
+also provide the explainer interface of :class:`common.ConvClassifier`:
+``model(x, *, activation=None)``, ``layer_names``, ``features(x, layer)``,
+``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``.
+"""
+
+from typing import Callable
+
+from flax import nnx
+
+from bort_jax.models import acnn, lenet
+from bort_jax.models.common import ConvClassifier, LayerOutput
+
+_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
+    "lenet": lenet.lenet,
+    "acnn_small_mnist": acnn.acnn_small_mnist,
+    "acnn_small_cifar": acnn.acnn_small_cifar,
+    "acnn_base": acnn.acnn_base,
+}
+
+NAMES = tuple(_BUILDERS)
+
+
+def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
+           **overrides) -> nnx.Module:
+  """Builds the model ``name`` (one of ``NAMES``) for ``num_classes`` classes.
+
+  ``overrides`` go to the model's builder: ``width_multiplier`` for every
+  model, ``in_channels``/``image_size`` where the input shape fixes a layer
+  size, and depth overrides for the deep models.
+  """
+  if name not in _BUILDERS:
+    raise ValueError(f"unknown model {name!r}; expected one of {NAMES}.")
+  return _BUILDERS[name](num_classes=num_classes, rngs=rngs, **overrides)
+
+
+__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create"]

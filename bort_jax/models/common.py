@@ -1,0 +1,203 @@
+"""What the convolutional models share: width scaling, argument checks, pooling
+and the explainer interface (``features``, ``conv_inputs``, ``conv``).
+
+Every convolutional model writes its forward pass once, as a generator
+``_trace(x, activation, eval_mode)`` that yields one :class:`LayerOutput` per
+conv layer, in ``layer_names`` order, and returns the logits. ``__call__`` runs
+it to the end; ``features`` stops at the requested layer, so the layers after
+it are never computed; ``conv_inputs`` collects what each conv received.
+"""
+
+from typing import Callable, Generator, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Activation = Callable[[jax.Array], jax.Array]
+LayerRef = Union[int, str]
+
+
+class LayerOutput(NamedTuple):
+  """One conv layer of a forward pass.
+
+  Attributes:
+    name: the layer's name in ``layer_names``.
+    conv_input: the tensor the conv received.
+    output: the conv output after its bias/BN and its activation where the
+      architecture has one, before any pooling that follows.
+  """
+  name: str
+  conv_input: jax.Array
+  output: jax.Array
+
+
+Trace = Generator[LayerOutput, None, jax.Array]
+
+
+def scale_width(width: int, width_multiplier: float) -> int:
+  """``width · width_multiplier`` rounded, and at least 1."""
+  return max(1, int(round(width * width_multiplier)))
+
+
+def check_positive_int(name: str, value) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be a positive int, got {value!r}.")
+  return int(value)
+
+
+def check_width_multiplier(value) -> float:
+  if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+      or not np.isfinite(value) or value <= 0):
+    raise ValueError(
+        f"width_multiplier must be a finite float > 0, got {value!r}.")
+  return float(value)
+
+
+def check_rate(name: str, value) -> float:
+  if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+      or not 0.0 <= value < 1.0):
+    raise ValueError(f"{name} must be a float in [0, 1), got {value!r}.")
+  return float(value)
+
+
+def check_images(x: jax.Array, in_channels: int,
+                 image_size: Optional[int] = None) -> None:
+  """Raises ValueError unless ``x`` is an NHWC batch the model was built for."""
+  shape = jnp.shape(x)
+  if len(shape) != 4 or shape[-1] != in_channels:
+    raise ValueError(
+        f"expected NHWC images with {in_channels} channels, got shape {shape}.")
+  if image_size is not None and tuple(shape[1:3]) != (image_size, image_size):
+    raise ValueError(
+        f"expected {image_size}x{image_size} images, got shape {shape}.")
+
+
+def resolve_activation(activation: Optional[Activation]) -> Activation:
+  if activation is None:
+    return jax.nn.relu
+  if not callable(activation):
+    raise TypeError(f"activation must be callable or None, got {activation!r}.")
+  return activation
+
+
+def symmetric_padding(pad: int):
+  """PyTorch-style padding: ``pad`` zeros on every side of both spatial axes."""
+  return ((pad, pad), (pad, pad))
+
+
+def max_pool(x: jax.Array, size: int, stride: int, pad: int = 0) -> jax.Array:
+  """PyTorch ``MaxPool2d(size, stride, pad)``: pads with -inf, floor mode."""
+  return nnx.max_pool(x, (size, size), strides=(stride, stride),
+                      padding=symmetric_padding(pad))
+
+
+def global_pool(x: jax.Array, kind: str) -> jax.Array:
+  """Adaptive (global) max or average pool of NHWC features to (B, C)."""
+  if kind == "max":
+    return jnp.max(x, axis=(1, 2))
+  if kind == "avg":
+    return jnp.mean(x, axis=(1, 2))
+  raise ValueError(f"pool kind must be 'max' or 'avg', got {kind!r}.")
+
+
+def _adaptive_weights(size: int, out: int) -> np.ndarray:
+  # Bin i averages [floor(i·size/out), ceil((i+1)·size/out)), as PyTorch does.
+  starts = (np.arange(out) * size) // out
+  ends = -((-(np.arange(out) + 1) * size) // out)
+  positions = np.arange(size)
+  inside = (positions >= starts[:, None]) & (positions < ends[:, None])
+  return (inside / inside.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+  """PyTorch ``AdaptiveAvgPool2d(out_hw)`` on NHWC, as two averaging matrices."""
+  rows = _adaptive_weights(x.shape[1], out_hw[0])
+  cols = _adaptive_weights(x.shape[2], out_hw[1])
+  return jnp.einsum("ih,jw,bhwc->bijc", rows, cols, x)
+
+
+def batch_norm(norm: nnx.BatchNorm, x: jax.Array,
+               eval_mode: Optional[bool]) -> jax.Array:
+  """BatchNorm in the module's own mode, or with running stats if eval_mode."""
+  return norm(x, use_running_average=True if eval_mode else None)
+
+
+def dropout(drop: nnx.Dropout, x: jax.Array,
+            eval_mode: Optional[bool]) -> jax.Array:
+  return drop(x, deterministic=True if eval_mode else None)
+
+
+def run_to_logits(trace: Trace) -> jax.Array:
+  """Exhausts a forward trace and returns its logits."""
+  while True:
+    try:
+      next(trace)
+    except StopIteration as finished:
+      return finished.value
+
+
+def resolve_path(module: nnx.Module, dotted_name: str):
+  """``'layer1.0.conv1'`` -> ``module.layer1[0].conv1``."""
+  node = module
+  for part in dotted_name.split("."):
+    node = node[int(part)] if part.isdigit() else getattr(node, part)
+  return node
+
+
+class ConvClassifier(nnx.Module):
+  """The interface the explainers use; subclasses define ``_trace``.
+
+  Subclasses set ``layer_names``, ``head`` (the ``nnx.Linear`` after global
+  pooling of the last conv layer's features, or None) and ``head_pool``
+  (``'max'``, ``'avg'`` or None).
+  """
+
+  layer_names: tuple[str, ...] = ()
+
+  def _trace(self, x: jax.Array, activation: Activation,
+             eval_mode: Optional[bool]) -> Trace:
+    raise NotImplementedError
+
+  def __call__(self, x: jax.Array, *,
+               activation: Optional[Activation] = None) -> jax.Array:
+    """Logits (B, num_classes). ``activation`` replaces every ReLU (default
+    ``jax.nn.relu``); BN and dropout follow ``model.train()``/``model.eval()``."""
+    return run_to_logits(self._trace(x, resolve_activation(activation), None))
+
+  def layer_name(self, layer: LayerRef) -> str:
+    """The name of ``layer``: a 1-based index into ``layer_names`` or a name."""
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+      if not 1 <= layer <= len(self.layer_names):
+        raise ValueError(f"layer index must be in [1, {len(self.layer_names)}] "
+                         f"(1-based), got {layer}.")
+      return self.layer_names[int(layer) - 1]
+    if isinstance(layer, str):
+      if layer not in self.layer_names:
+        raise ValueError(
+            f"unknown layer {layer!r}; expected one of {self.layer_names}.")
+      return layer
+    raise TypeError(f"layer must be an int or a str, got {layer!r}.")
+
+  def features(self, x: jax.Array, layer: LayerRef, *,
+               activation: Optional[Activation] = None) -> jax.Array:
+    """Output of ``layer`` in eval mode (BN running stats, no dropout): after
+    its bias/BN and its activation where it has one, before any pooling.
+    Only the layers up to ``layer`` are computed."""
+    name = self.layer_name(layer)
+    trace = self._trace(x, resolve_activation(activation), True)
+    for step in trace:
+      if step.name == name:
+        trace.close()
+        return step.output
+    raise AssertionError(f"forward pass never reached layer {name!r}")
+
+  def conv_inputs(self, x: jax.Array) -> dict[str, jax.Array]:
+    """{layer name: the tensor that conv receives}, from an eval-mode pass."""
+    return {step.name: step.conv_input
+            for step in self._trace(x, jax.nn.relu, True)}
+
+  def conv(self, layer: LayerRef) -> nnx.Conv:
+    """The ``nnx.Conv`` of ``layer`` (index or name)."""
+    return resolve_path(self, self.layer_name(layer))

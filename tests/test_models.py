@@ -1,0 +1,335 @@
+"""Tests for bort_jax.models: shapes (Tables 4/5), parameter counts, the Bort
+mask, the explainer interface, swappable activations, train/eval modes, and
+that the small models train under bort_sgd."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import bort_jax
+from bort_jax import models
+
+# Narrow variants with the full topology, at each model's paper resolution.
+NARROW = {
+    "lenet": (dict(), (2, 28, 28, 1)),
+    "acnn_small_mnist": (dict(width_multiplier=0.05), (2, 28, 28, 1)),
+    "acnn_small_cifar": (dict(width_multiplier=0.05), (2, 32, 32, 3)),
+    "acnn_base": (dict(width_multiplier=0.05), (1, 224, 224, 3)),
+}
+CONV_MODELS = tuple(NARROW)
+
+
+def _make(name, num_classes=10, seed=0, **overrides):
+  # 'rbg' keys: the default threefry initializers take seconds each to compile
+  # on a busy CPU, and these tests only need some random init.
+  rngs = nnx.Rngs(jax.random.key(seed, impl="rbg"))
+  return models.create(name, num_classes=num_classes, rngs=rngs, **overrides)
+
+
+@functools.cache
+def _shared(name, num_classes=10):
+  """A narrow model shared by the tests that only read it (never mutate)."""
+  overrides, _ = NARROW[name]
+  return _make(name, num_classes, **overrides)
+
+
+def _abstract(name, num_classes=1000, **overrides):
+  return nnx.eval_shape(lambda: _make(name, num_classes, **overrides))
+
+
+def _feature_shape(name, shape, layer, num_classes=10, **overrides):
+  """Shape of features(x, layer) of a freshly built model, without computing."""
+  return jax.eval_shape(
+      lambda: _make(name, num_classes, **overrides).features(
+          jnp.zeros(shape), layer)).shape
+
+
+def _param_count(model) -> int:
+  return sum(int(np.prod(p.shape))
+             for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _images(shape, seed=1):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _names(path) -> tuple:
+  """A pytree/graph path as plain names (an nnx.Variable's .value dropped)."""
+  names = []
+  for key in path:
+    key = getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
+    names.append(str(key))
+  return tuple(n for n in names if n != "value")
+
+
+# --- registry ---------------------------------------------------------------
+
+
+def test_create_rejects_unknown_name_listing_names():
+  with pytest.raises(ValueError, match="unknown model 'resnet18'.*acnn_base"):
+    _make("resnet18")
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "wide", True])
+def test_width_multiplier_must_be_positive(bad):
+  with pytest.raises(ValueError, match="width_multiplier"):
+    _make("acnn_small_mnist", width_multiplier=bad)
+
+
+def test_input_channels_are_checked():
+  model = _shared("acnn_small_mnist")
+  with pytest.raises(ValueError, match="1 channels, got shape"):
+    model(jnp.zeros((1, 28, 28, 3)))
+
+
+# --- shapes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CONV_MODELS)
+def test_conv_model_logits_shape(name):
+  _, shape = NARROW[name]
+  logits = _shared(name)(_images(shape))
+  assert logits.shape == (shape[0], 10)
+  assert bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_lenet_rgb_32():
+  model = _make("lenet", in_channels=3)
+  assert model(_images((2, 32, 32, 3))).shape == (2, 10)
+  assert model.fc1.kernel.shape == (5 * 5 * 16, 120)
+  assert _abstract("lenet", 10).fc1.kernel.shape == (4 * 4 * 16, 120)
+
+
+# Table 4: (kernel, out channels, stride, padding, output spatial size).
+TABLE4_MNIST = ((5, 8, 1, 1, 26), (2, 24, 2, 0, 13), (4, 288, 1, 1, 12),
+                (2, 864, 2, 0, 6), (3, 2592, 1, 1, 6))
+TABLE4_CIFAR = ((5, 24, 1, 0, 28), (2, 64, 2, 0, 14), (4, 512, 1, 1, 13),
+                (2, 1536, 2, 0, 6), (3, 4608, 1, 1, 6))
+
+
+@pytest.mark.parametrize("name,table,shape", [
+    ("acnn_small_mnist", TABLE4_MNIST, (3, 28, 28, 1)),
+    ("acnn_small_cifar", TABLE4_CIFAR, (3, 32, 32, 3)),
+])
+def test_acnn_small_matches_table4(name, table, shape):
+  model = _abstract(name, num_classes=10)
+  assert model.layer_names == ("conv1", "conv2", "conv3", "conv4", "conv5")
+  for index, (k, out, stride, pad, size) in enumerate(table, start=1):
+    conv = model.conv(index)
+    assert conv.kernel.shape[:2] == (k, k) and conv.kernel.shape[-1] == out
+    assert tuple(conv.strides) == (stride, stride)
+    assert tuple(map(tuple, conv.padding)) == ((pad, pad), (pad, pad))
+    assert _feature_shape(name, shape, index) == (shape[0], size, size, out)
+  assert model.head.kernel.shape == (table[-1][1], 10)
+  assert model.head_pool == "max"
+
+
+def test_acnn_small_mnist_conv5_is_6x6x2592():
+  assert _feature_shape("acnn_small_mnist", (4, 28, 28, 1), 5) == (4, 6, 6, 2592)
+
+
+def test_acnn_base_matches_table5():
+  model = _abstract("acnn_base", num_classes=1000)
+  assert model.layer_names == tuple(f"conv{i}" for i in range(1, 13))
+  kernels = [model.conv(i).kernel.shape for i in range(1, 13)]
+  assert [k[0] for k in kernels] == [10, 1, 3, 3, 1, 3, 3, 1, 3, 3, 1, 1]
+  assert [k[-1] for k in kernels] == [96, 96, 96, 256, 256, 256, 384, 384,
+                                      384, 1024, 1024, 1000]
+  assert [model.conv(i).strides[0] for i in range(1, 13)] == [
+      3, 1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 1]
+  sizes = [_feature_shape("acnn_base", (1, 224, 224, 3), i, 1000)[1]
+           for i in (1, 3, 6, 9, 12)]
+  assert sizes == [75, 37, 17, 7, 5]
+  assert model.head is None and model.head_pool == "max"
+
+
+def test_acnn_base_last_conv_keeps_num_classes_when_narrow():
+  model = _abstract("acnn_base", num_classes=17, width_multiplier=0.05)
+  assert model.conv(12).kernel.shape[-1] == 17
+  assert model.conv(11).kernel.shape[-1] == round(1024 * 0.05)
+
+
+# --- the Bort mask ----------------------------------------------------------
+
+# Number of leaves default_mask must select: every conv/dense/attention kernel.
+KERNEL_COUNTS = {"lenet": 5, "acnn_small_mnist": 6, "acnn_small_cifar": 6,
+                 "acnn_base": 12}
+
+
+WEIGHT_MODULES = (nnx.Conv, nnx.Linear, nnx.LinearGeneral)
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_COUNTS))
+def test_default_mask_selects_exactly_the_kernels(name):
+  model = _abstract(name)
+  params = nnx.state(model, nnx.Param)
+  mask = bort_jax.default_mask(params)
+  selected = {_names(path) for path, chosen
+              in jax.tree_util.tree_leaves_with_path(mask) if chosen}
+  weights = {_names(path) + ("kernel",) for path, module
+             in nnx.iter_graph(model) if isinstance(module, WEIGHT_MODULES)}
+  assert selected == weights
+  assert len(selected) == KERNEL_COUNTS[name]
+
+
+# --- explainer interface ----------------------------------------------------
+
+
+# Which conv layers are followed by a ReLU (Tables 4 and 5, LeNet).
+HAS_RELU = {
+    "lenet": (True, True),
+    "acnn_small_mnist": (True, False, True, False, True),
+    "acnn_small_cifar": (True, False, True, False, True),
+    "acnn_base": (True,) * 12,
+}
+
+
+@pytest.mark.parametrize("name", sorted(HAS_RELU))
+def test_conv_of_conv_input_gives_features(name):
+  """features(layer) = relu?(conv(layer)(conv_inputs[layer])); the keys of
+  conv_inputs come in layer_names order, the first being the images."""
+  _, shape = NARROW[name]
+  model = _shared(name)
+  x = _images(shape)
+  inputs = model.conv_inputs(x)
+  assert tuple(inputs) == model.layer_names
+  np.testing.assert_array_equal(inputs[model.layer_names[0]], x)
+  for layer, has_relu in zip(model.layer_names, HAS_RELU[name], strict=True):
+    pre = model.conv(layer)(inputs[layer])
+    expected = jax.nn.relu(pre) if has_relu else pre
+    np.testing.assert_allclose(model.features(x, layer), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_acnn_small_relu_placement_follows_table4():
+  model = _shared("acnn_small_mnist")
+  x = _images((2, 28, 28, 1))
+  for layer, has_relu in zip(model.layer_names, (True, False, True, False, True)):
+    out = model.features(x, layer)
+    assert bool(jnp.all(out >= 0)) == has_relu, layer
+
+
+@pytest.mark.parametrize("name", ["acnn_small_mnist", "acnn_base"])
+def test_logits_are_pooled_last_features_through_head(name):
+  """What CAM relies on: logits = head(head_pool(features(x, last)))."""
+  _, shape = NARROW[name]
+  model = _shared(name)
+  x = _images(shape)
+  last = model.features(x, len(model.layer_names))
+  pooled = jnp.max(last, axis=(1, 2))
+  expected = pooled if model.head is None else model.head(pooled)
+  np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_features_computes_only_up_to_the_layer():
+  calls = []
+
+  def counting_relu(x):
+    calls.append(x.shape)
+    return jax.nn.relu(x)
+
+  model = _shared("acnn_base")
+  model.features(_images((1, 224, 224, 3)), 2, activation=counting_relu)
+  assert len(calls) == 2
+
+
+@pytest.mark.parametrize("bad,error", [(0, ValueError), (6, ValueError),
+                                       ("conv9", ValueError), (1.0, TypeError)])
+def test_features_rejects_bad_layer(bad, error):
+  model = _shared("acnn_small_mnist")
+  with pytest.raises(error, match="layer"):
+    model.features(jnp.zeros((1, 28, 28, 1)), bad)
+
+
+@jax.custom_vjp
+def _relu_passing_positive_grads(x):
+  return jax.nn.relu(x)
+
+
+def _fwd(x):
+  return jax.nn.relu(x), x
+
+
+def _bwd(x, g):
+  # Guided-backprop rule (paper Eq. 16): pass g where x > 0 and g > 0.
+  return (jnp.where((x > 0) & (g > 0), g, 0.0),)
+
+
+_relu_passing_positive_grads.defvjp(_fwd, _bwd)
+
+
+@pytest.mark.parametrize("name", ["lenet", "acnn_small_cifar"])
+def test_swapped_activation_changes_vjp_not_forward(name):
+  _, shape = NARROW[name]
+  model = _shared(name)
+  x = _images(shape)
+
+  def class_score(images, activation):
+    return model(images, activation=activation)[:, 3].sum()
+
+  plain, plain_grad = jax.value_and_grad(class_score)(x, None)
+  guided, guided_grad = jax.value_and_grad(class_score)(
+      x, _relu_passing_positive_grads)
+  np.testing.assert_allclose(guided, plain, rtol=1e-6)
+  assert not np.allclose(guided_grad, plain_grad, atol=1e-6)
+  # Same weights: the swap must not have copied or changed parameters.
+  np.testing.assert_allclose(model(x), model(x, activation=jax.nn.relu))
+
+
+def test_activation_must_be_callable():
+  model = _shared("lenet")
+  with pytest.raises(TypeError, match="activation must be callable"):
+    model(jnp.zeros((1, 28, 28, 1)), activation="relu")
+
+
+def test_acnn_base_dropout_only_in_train_mode():
+  model = _make("acnn_base", 1000, width_multiplier=0.05, dropout_rate=0.5)
+  x = _images((1, 224, 224, 3))
+  model.eval()
+  np.testing.assert_array_equal(model(x), model(x))
+  model.train()
+  assert not np.allclose(model(x), model(x))
+  # features/conv_inputs are always eval mode.
+  np.testing.assert_array_equal(model.features(x, 12), model.features(x, 12))
+
+
+# --- training together with Bort --------------------------------------------
+
+
+def _final_over_initial_loss(model, images, labels, steps):
+  graphdef, params, others = nnx.split(model, nnx.Param, ...)
+  tx = bort_jax.bort_sgd(0.05, 0.01, momentum=0.9)
+
+  def loss_fn(p):
+    logits = nnx.merge(graphdef, p, others)(images)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+  def step(carry, _):
+    p, opt_state = carry
+    loss, grads = jax.value_and_grad(loss_fn)(p)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    return (optax.apply_updates(p, updates), opt_state), loss
+
+  @jax.jit
+  def fit(p):
+    (p, _), losses = jax.lax.scan(step, (p, tx.init(p)), None, length=steps)
+    return losses[0], loss_fn(p)
+
+  initial, final = fit(params)
+  return float(final / initial)
+
+
+@pytest.mark.parametrize("name,overrides,shape", [
+    ("lenet", dict(width_multiplier=0.5), (32, 28, 28, 1)),
+    ("acnn_small_mnist", dict(width_multiplier=0.1), (32, 28, 28, 1)),
+])
+def test_small_models_fit_a_fixed_batch_under_bort_sgd(name, overrides, shape):
+  model = _make(name, **overrides)
+  images = _images(shape)
+  labels = jax.random.randint(jax.random.key(2), (shape[0],), 0, 10)
+  assert _final_over_initial_loss(model, images, labels, steps=300) < 0.1
