@@ -95,6 +95,35 @@ class TinyConvNet(nnx.Module):
     return self.flat_head(z.reshape(z.shape[0], -1))
 
 
+def numpy_init(factory, seed=0):
+  """``factory()`` (an NNX module) with its parameters drawn by NumPy.
+
+  Builds the module abstractly (``nnx.eval_shape``) and fills kernels with
+  N(0, 1/fan_in) and biases with N(0, 0.1²): no per-shape initializer
+  compilation, which dominates the cost of tiny test models on CPU.
+  """
+  graphdef, state = nnx.split(nnx.eval_shape(factory))
+  rng = np.random.default_rng(seed)
+
+  def fill(leaf):
+    if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.key(seed)
+    if not jnp.issubdtype(leaf.dtype, jnp.floating):
+      return jnp.zeros(leaf.shape, leaf.dtype)
+    scale = 1.0 / np.sqrt(np.prod(leaf.shape[:-1])) if len(leaf.shape) >= 2 \
+        else 0.1
+    return jnp.asarray(scale * rng.normal(size=leaf.shape), leaf.dtype)
+
+  return nnx.merge(graphdef, jax.tree.map(fill, state))
+
+
+def tiny(in_channels, specs, num_classes, *, seed=0, cls=None, **kwargs):
+  """A :class:`TinyConvNet` (or subclass ``cls``) with NumPy-drawn weights."""
+  cls = TinyConvNet if cls is None else cls
+  return numpy_init(lambda: cls(in_channels, specs, num_classes,
+                                rngs=nnx.Rngs(seed), **kwargs), seed)
+
+
 def set_kernel(conv, kernel, bias=None):
   conv.kernel[...] = jnp.asarray(kernel, jnp.float32)
   if bias is not None:
@@ -112,8 +141,8 @@ def orthogonal_rows(fan_in, out, seed=0):
 def single_conv(kernel_hw=(3, 3), cin=2, cout=18, orthogonal=True, seed=0,
                 strides=1, padding="SAME"):
   """One conv layer; ``orthogonal``: flattened kernel with K Kᵀ = I."""
-  model = TinyConvNet(cin, [ConvSpec(cout, kernel_hw, strides, padding)], 3,
-                      rngs=nnx.Rngs(seed))
+  model = tiny(cin, [ConvSpec(cout, kernel_hw, strides, padding)], 3,
+               seed=seed)
   fan_in = kernel_hw[0] * kernel_hw[1] * cin
   if orthogonal:
     flat = orthogonal_rows(fan_in, cout, seed)
@@ -127,9 +156,22 @@ def single_conv(kernel_hw=(3, 3), cin=2, cout=18, orthogonal=True, seed=0,
 @functools.cache  # shared, never mutated by the tests
 def two_layer(seed=0, head_pool="max", num_classes=4):
   """conv1 3×3 SAME + ReLU, conv2 2×2 stride 2 VALID + ReLU, pooled head."""
-  return TinyConvNet(2, [ConvSpec(6, (3, 3), 1, "SAME"),
-                         ConvSpec(8, (2, 2), 2, "VALID")], num_classes,
-                     rngs=nnx.Rngs(seed), head_pool=head_pool)
+  return tiny(2, [ConvSpec(6, (3, 3), 1, "SAME"),
+                  ConvSpec(8, (2, 2), 2, "VALID")], num_classes, seed=seed,
+              head_pool=head_pool)
+
+
+@functools.cache  # shared, never mutated by the tests
+def orthogonal_two_layer(channels=32, seed=11):
+  """As :func:`two_layer` (with ``channels`` at conv2) but with zero biases and
+  Bort-like kernels: flattened kernels with orthonormal rows or columns."""
+  model = tiny(2, [ConvSpec(6, (3, 3), 1, "SAME"),
+                   ConvSpec(channels, (2, 2), 2, "VALID")], 4, seed=seed)
+  for conv, (fan_in, out) in zip(model.convs, [(18, 6), (24, channels)]):
+    flat = orthogonal_rows(fan_in, out, seed) if out >= fan_in else \
+        orthogonal_rows(out, fan_in, seed).T
+    set_kernel(conv, flat.reshape(conv.kernel.shape), np.zeros(out))
+  return model
 
 
 PATCH = np.array([[1.0, 0.0, 1.0],
@@ -141,9 +183,8 @@ PATCH = np.array([[1.0, 0.0, 1.0],
 def patch_detector(seed=0):
   """conv1: 1×1 identity + ReLU; conv2: 3×3 VALID, channel 0 = the X-shaped
   PATCH (matched filter), channels 1-3 negative (never active on images >= 0)."""
-  model = TinyConvNet(1, [ConvSpec(1, (1, 1), 1, "VALID"),
-                          ConvSpec(4, (3, 3), 1, "VALID")], 2,
-                      rngs=nnx.Rngs(seed))
+  model = tiny(1, [ConvSpec(1, (1, 1), 1, "VALID"),
+                   ConvSpec(4, (3, 3), 1, "VALID")], 2, seed=seed)
   set_kernel(model.conv(1), np.ones((1, 1, 1, 1)), np.zeros(1))
   rng = np.random.default_rng(seed)
   kernel = -np.abs(rng.normal(size=(3, 3, 1, 4))).astype(np.float32)

@@ -10,6 +10,7 @@ from flax import nnx
 from bort_jax import explain
 from bort_jax import models
 from bort_jax.explain import backtrack
+import explain_fixtures as F
 
 sat_lib = importlib.import_module("bort_jax.explain.sat")
 
@@ -22,14 +23,15 @@ def images():
 
 @pytest.fixture(scope="module")
 def acnn():
-  return models.create("acnn_small_mnist", num_classes=10, rngs=nnx.Rngs(0),
-                       width_multiplier=0.05)
+  return F.numpy_init(lambda: models.create(
+      "acnn_small_mnist", num_classes=10, rngs=nnx.Rngs(0),
+      width_multiplier=0.05))
 
 
 @pytest.fixture(scope="module")
 def lenet():
-  return models.create("lenet", num_classes=10, rngs=nnx.Rngs(0),
-                       width_multiplier=0.5)
+  return F.numpy_init(lambda: models.create(
+      "lenet", num_classes=10, rngs=nnx.Rngs(0), width_multiplier=0.5))
 
 
 def _sat_both_paths(model, x, layer, k):

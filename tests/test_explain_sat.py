@@ -1,5 +1,7 @@
 """SAT (Algorithm 1)."""
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,10 +10,9 @@ from flax import nnx
 
 from bort_jax import explain
 from bort_jax.explain import backtrack
-import importlib
+import explain_fixtures as F
 
 sat_lib = importlib.import_module("bort_jax.explain.sat")
-import explain_fixtures as F
 
 
 def test_saliency_lands_on_the_detected_patch():
@@ -61,9 +62,9 @@ def test_vmapped_channels_equal_separate_calls():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert np.count_nonzero(want) > 10
 
-  scaled = ScaledTop(2, [F.ConvSpec(6, (3, 3), 1, "SAME"),
-                         F.ConvSpec(8, (2, 2), 2, "VALID")], 4,
-                     rngs=nnx.Rngs(2))
+  scaled = F.tiny(2, [F.ConvSpec(6, (3, 3), 1, "SAME"),
+                      F.ConvSpec(8, (2, 2), 2, "VALID")], 4, seed=2,
+                  cls=ScaledTop)
   graphdef, state = nnx.split(scaled)
   assert backtrack.top_conv_kind(scaled, graphdef, state, x, 2) is None
   np.testing.assert_allclose(

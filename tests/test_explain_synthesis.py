@@ -54,10 +54,10 @@ def test_cluster_components():
 
 
 def test_synthesized_sample_carries_the_targets_channels():
-  model = F.two_layer(seed=11)
-  x = F.random_images(4, 8, 2, seed=11)
+  model = F.orthogonal_two_layer(channels=32, seed=11)
+  x = F.random_images(6, 8, 2, seed=11)
   source, target = x, x[::-1]
-  k = 3
+  k = 4
   adv = explain.synthesize_adversarial(model, source, target, layer=2, k=k)
   assert adv.shape == source.shape
   top = lambda images: np.argsort(
@@ -67,8 +67,8 @@ def test_synthesized_sample_carries_the_targets_channels():
                                   for i, j in zip(top(a), top(b))])
   # The target's channels dominate the synthesized sample, far more than they
   # did the source.
-  assert overlap(adv, target) >= 0.75
-  assert overlap(adv, target) > overlap(source, target) + 0.2
+  assert overlap(adv, target) >= 0.6
+  assert overlap(adv, target) > overlap(source, target) + 0.25
   rate = explain.adversarial_success_rate(model, adv, target)
   predicted = lambda images: np.asarray(model(images)).argmax(-1)
   assert rate == np.mean(predicted(adv) == predicted(target))
