@@ -75,15 +75,8 @@ def per_process_batch(global_batch: int, mesh) -> int:
 
 
 def to_global_batch(batch: dict, mesh) -> dict:
-  """Per-process numpy batch → global arrays sharded on the ``data`` axis.
-
-  Aug-split images ``(S, B, H, W, C)`` become ``(B, S, H, W, C)`` first, so
-  the example axis is the one split over devices.
-  """
-  batch = dict(batch)
-  if batch["image"].ndim == 5:
-    batch["image"] = np.swapaxes(batch["image"], 0, 1)
-  return bort_jax.data.shard_batch(batch, mesh)
+  """Per-process numpy batch → global arrays sharded on the ``data`` axis."""
+  return bort_jax.data.shard_batch(batch, mesh, mesh_lib.DATA_AXIS)
 
 
 def to_host(tree):
@@ -91,57 +84,46 @@ def to_host(tree):
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def _write_config(config, workdir: pathlib.Path) -> None:
-  """Writes ``config.json``; refuses a workdir trained with another model."""
+def _check_same_model(config, workdir: pathlib.Path) -> None:
+  """Refuses a workdir whose ``config.json`` describes another model."""
   path = workdir / "config.json"
-  if path.exists():
-    previous = json.loads(path.read_text())
-    current = json.loads(config.to_json_best_effort())
-    changed = [f for f in MODEL_FIELDS if previous.get(f) != current.get(f)]
-    if changed:
-      differences = ", ".join(
-          f"{f}: {previous.get(f)!r} -> {current.get(f)!r}" for f in changed)
-      raise checkpoint_lib.CheckpointError(
-          f"{path} was written for another model ({differences}); its "
-          f"checkpoints cannot be resumed. Use another --workdir.")
+  if not path.exists():
+    return
+  previous = json.loads(path.read_text())
+  current = json.loads(config.to_json_best_effort())
+  changed = [f for f in MODEL_FIELDS if previous.get(f) != current.get(f)]
+  if changed:
+    differences = ", ".join(
+        f"{f}: {previous.get(f)!r} -> {current.get(f)!r}" for f in changed)
+    raise checkpoint_lib.CheckpointError(
+        f"{path} was written for another model ({differences}); its "
+        f"checkpoints cannot be resumed. Use another --workdir.")
+
+
+def _write_config(config, workdir: pathlib.Path) -> None:
   if jax.process_index() == 0:
-    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
-
-
-def _eval_batches(eval_iter, num_steps: int):
-  """``num_steps`` batches; past the end, all-masked copies of the first one.
-
-  Processes can own different numbers of eval batches; all must run the same
-  number of (collective) eval steps.
-  """
-  template = None
-  for _ in range(num_steps):
-    batch = next(eval_iter, None)
-    if batch is None:
-      batch = {k: np.zeros_like(v) for k, v in template.items()}
-    template = template or batch
-    yield batch
+    (workdir / "config.json").write_text(
+        config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def evaluate(eval_step, state, config, mesh, eval_batch_size: int) -> dict:
-  eval_iter = iter(_load(config, split=config.get("eval_split", "test"),
-                         batch_size=eval_batch_size, train=False))
-  local_steps = np.asarray(
-      math.ceil(eval_iter.num_examples / eval_batch_size)
-      if hasattr(eval_iter, "num_examples") else eval_iter.steps_per_epoch)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    local_steps = multihost_utils.process_allgather(local_steps).max()
+  """CE loss, top-1 and top-5 over the eval split, each example counted once.
+
+  Every process has the same number of (padded, masked) eval batches, so all
+  run the same collective steps.
+  """
+  eval_iter = _load(config, split=config.get("eval_split", "test"),
+                    batch_size=eval_batch_size, train=False)
   totals = None
-  for batch in _eval_batches(eval_iter, int(local_steps)):
+  for batch in eval_iter:
     sums = eval_step(state.params, state.model_state,
                      to_global_batch(batch, mesh))
     sums = {k: np.float64(v) for k, v in to_host(sums).items()}
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
-  count = max(float(totals["count"]), 1.0)
-  return {"eval_loss": float(totals["loss_sum"]) / count,
-          "top1": float(totals["top1_sum"]) / count,
-          "top5": float(totals["top5_sum"]) / count,
+  count = max(totals["count"], 1.0)
+  return {"eval_loss": float(totals["loss_sum"] / count),
+          "top1": float(totals["top1_sum"] / count),
+          "top5": float(totals["top5_sum"] / count),
           "eval_examples": int(totals["count"])}
 
 
@@ -154,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   check_config(config)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  _write_config(config, workdir)
+  _check_same_model(config, workdir)
   mesh = mesh_lib.create_mesh()
 
   train_batch = per_process_batch(config.batch_size, mesh)
@@ -171,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
                                                total_steps)
   optimizer = optimizers.create_optimizer(config, schedule)
   state, defs, shardings = state_lib.create_train_state(
-      state_lib.create_model(config), optimizer, mesh, fsdp=config.fsdp)
+      lambda: state_lib.create_model(config), optimizer, mesh, fsdp=config.fsdp)
 
   checkpointer = checkpoint_lib.Checkpointer(
       workdir / "checkpoints", every_steps=config.checkpoint_every_steps)
@@ -179,6 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   if latest is not None:
     state, data_state = checkpointer.restore(latest, state)
     train_iter.set_state(data_state)
+  _write_config(config, workdir)  # only once the checkpoint is known to fit
 
   replicated = mesh_lib.replicated(mesh)
   train_step = step_lib.make_train_step(
@@ -256,7 +239,7 @@ def load_trained(workdir):
       config, optimizers.learning_rate_schedule(config, 1, 1))
   mesh = mesh_lib.create_mesh(jax.local_devices()[:1])
   state, defs, _ = state_lib.create_train_state(
-      state_lib.create_model(config), optimizer, mesh)
+      lambda: state_lib.create_model(config), optimizer, mesh)
   checkpointer = checkpoint_lib.Checkpointer(
       workdir / "checkpoints", every_steps=config.checkpoint_every_steps)
   latest = checkpointer.latest_step()

@@ -1,8 +1,8 @@
 """Pure, jitted train and eval steps on a :class:`TrainState`.
 
 The batch is a dict of global ``jax.Array`` sharded on the mesh's ``data``
-axis: ``image`` ``(B, H, W, C)`` — or ``(B, S, H, W, C)`` for ``S`` stacked
-augmentation splits (clean first) —, ``label`` ``(B,)``, ``mask`` ``(B,)`` and
+axis: ``image`` ``(B, H, W, C)`` — or ``(S, B, H, W, C)`` for ``S``
+augmentation splits (clean first), sharded on ``B`` —, ``label`` ``(B,)``, ``mask`` ``(B,)`` and
 optionally soft ``targets`` ``(B, classes)`` from Mixup/CutMix.
 """
 
@@ -27,13 +27,16 @@ def batch_targets(batch, num_classes: int, label_smoothing: float):
 
 
 def _flatten_splits(images):
-  """``(B, S, H, W, C)`` → ``(B·S, H, W, C)`` example-major (no resharding)."""
+  """``(S, B, H, W, C)`` → ``(B·S, H, W, C)`` example-major, with the split
+  count. Swapping first keeps every device's rows on that device."""
   if images.ndim == 4:
     return images, 1
   if images.ndim != 5:
-    raise ValueError(f"batch['image'] must be (B, H, W, C) or (B, S, H, W, C), "
+    raise ValueError(f"batch['image'] must be (B, H, W, C) or (S, B, H, W, C), "
                      f"got shape {images.shape}.")
-  return images.reshape((-1,) + images.shape[2:]), images.shape[1]
+  splits = images.shape[0]
+  images = jnp.swapaxes(images, 0, 1)
+  return images.reshape((-1,) + images.shape[2:]), splits
 
 
 def train_step(state: TrainState, batch, *, graphdef, optimizer, loss_name: str,
@@ -48,7 +51,7 @@ def train_step(state: TrainState, batch, *, graphdef, optimizer, loss_name: str,
     logits = model(images)
     logits = logits.reshape(mask.shape[0], splits, -1)
     per_example = losses.classification_loss(loss_name, logits, targets)
-    new_model_state = nnx.state(model, nnx.Not(nnx.Param)).to_pure_dict()
+    new_model_state = nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.Param)))
     return losses.masked_mean(per_example, mask), new_model_state
 
   (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(

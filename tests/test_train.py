@@ -1,0 +1,319 @@
+"""Training: configs, losses, schedules, end-to-end runs, resume, checkpoints."""
+
+import glob
+import hashlib
+import importlib
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import bort_jax
+from bort_jax import train
+from bort_jax.train import loop, losses, optimizers
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+ROW_FILES = sorted(
+    pathlib.Path(p).stem for pattern in ("table1_*", "imagenet_*", "digits_*")
+    for p in glob.glob(str(REPO / "experiments" / "configs" / f"{pattern}.py")))
+
+
+def get_config(row):
+  return importlib.import_module(f"experiments.configs.{row}").get_config()
+
+
+# ----------------------------------------------------------------- configs
+
+
+def test_there_is_a_config_for_every_row_of_tables_1_and_2():
+  table1 = [f"table1_{d}_{m}_{o}" for d in ("mnist", "cifar10")
+            for m in ("lenet", "acnn_small") for o in ("sgd", "bort_sgd")]
+  table2 = ([f"imagenet_vgg16_{o}" for o in ("sgd", "bort_sgd", "adamw",
+                                              "bort_adamw")]
+            + [f"imagenet_resnet50_{o}" for o in (
+                "sgd", "bort_sgd", "adamw", "bort_adamw", "lamb", "bort_lamb")]
+            + [f"imagenet_{m}_{o}" for m in ("deit_small", "swin_small")
+               for o in ("adamw", "bort_adamw")])
+  digits = [f"digits_{m}_{o}" for m in ("lenet", "acnn_small")
+            for o in ("sgd", "bort_sgd")]
+  assert sorted(table1 + table2 + digits) == ROW_FILES
+
+
+@pytest.mark.parametrize("row", ROW_FILES)
+def test_config_rows_are_complete_and_follow_the_paper(row):
+  config = get_config(row)
+  loop.check_config(config)
+  assert config.model in bort_jax.models.NAMES or row.startswith("imagenet")
+  is_bort = config.optimizer.startswith("bort_")
+  assert (config.lam > 0) == is_bort
+  optimizers.create_optimizer(config, 0.1)  # every row builds its optimizer
+  if row.startswith("table1"):  # Sec. 4.1.1
+    assert (config.num_epochs, config.learning_rate, config.batch_size,
+            config.weight_decay, config.momentum, config.lr_schedule) == (
+                40, 0.01, 256, 0.01, 0.0, "constant")
+    assert config.lam == (0.1 if is_bort else 0.0)
+    assert not config.augment.to_dict()
+  if row.startswith("imagenet"):  # Tables 6-7
+    assert (config.num_epochs, config.lr_schedule, config.warmup_epochs) == (
+        300, "cosine", 5)
+    jsd = config.model in ("vgg16", "resnet50") and "lamb" not in row
+    assert (config.loss == "jsd") == jsd
+    assert (config.augment.aug_splits == 3) == (config.model in ("vgg16",
+                                                                 "resnet50"))
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_jsd_loss_matches_the_augmix_formula():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 4, 5)).astype(np.float32)
+  targets = np.asarray(losses.smoothed_one_hot(jnp.arange(4) % 5, 5, 0.1))
+  p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  m = p.mean(0)
+  kl = (p * (np.log(p) - np.log(m))).sum(-1).mean(0)
+  ce = -(targets * np.log(p[0])).sum(-1)
+  np.testing.assert_allclose(losses.jsd_cross_entropy(logits, targets),
+                             ce + 12.0 * kl, rtol=1e-5)
+  # Identical splits: the divergence vanishes, CE is left.
+  same = np.repeat(logits[:1], 3, axis=0)
+  np.testing.assert_allclose(losses.jsd_cross_entropy(same, targets), ce,
+                             rtol=1e-5)
+
+
+def test_bce_and_split_losses():
+  logits = jnp.array([[[2.0, -1.0]], [[0.5, 0.5]]])  # (batch, splits, classes)
+  targets = jnp.array([[1.0, 0.0], [0.3, 0.7]])
+  x, t = np.asarray(logits[:, 0]), np.asarray(targets)
+  manual = np.mean(np.logaddexp(0, x) - t * x, axis=-1)
+  np.testing.assert_allclose(
+      losses.classification_loss("bce", logits, targets), manual, rtol=1e-6)
+  with pytest.raises(ValueError, match="jsd.*splits"):
+    losses.classification_loss("jsd", logits, targets)
+  with pytest.raises(ValueError, match="'hinge'.*ce"):
+    losses.classification_loss("hinge", logits, targets)
+  with pytest.raises(ValueError, match="label_smoothing=1.0"):
+    losses.smoothed_one_hot(jnp.arange(2), 2, 1.0)
+
+
+# --------------------------------------------------------------- optimizer
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+  config = get_config("imagenet_resnet50_sgd")
+  schedule = optimizers.learning_rate_schedule(config, steps_per_epoch=10,
+                                               total_steps=100)
+  lr = np.array([schedule(s) for s in (0, 25, 50, 75, 100)])
+  np.testing.assert_allclose(lr, [0.0, 0.025, 0.05, 0.025, 0.0], atol=1e-7)
+
+
+def test_optimizer_errors_name_the_bad_value():
+  config = get_config("table1_mnist_lenet_sgd")
+  config.optimizer = "rmsprop"
+  with pytest.raises(ValueError, match="'rmsprop'"):
+    optimizers.create_optimizer(config, 0.1)
+  config.optimizer, config.lam = "sgd", 0.5
+  with pytest.raises(ValueError, match="lam=0.5"):
+    optimizers.create_optimizer(config, 0.1)
+  config.optimizer, config.lam, config.momentum = "adamw", 0.0, 0.9
+  with pytest.raises(ValueError, match="momentum=0.9"):
+    optimizers.create_optimizer(config, 0.1)
+
+
+# -------------------------------------------------------------- end to end
+
+NARROW = {
+    "lenet": {"width_multiplier": 0.5},
+    "acnn_small_mnist": {"width_multiplier": 0.05},
+    "acnn_small_cifar": {"width_multiplier": 0.05},
+    "vgg16": {"width_multiplier": 0.0625},
+    "resnet50": {"width_multiplier": 0.125, "stage_sizes": (1, 1, 1, 1)},
+    "deit_small": {"width_multiplier": 0.125, "depth": 1, "image_size": 32},
+    "swin_small": {"width_multiplier": 0.125, "depths": (1, 1, 1, 1),
+                   "image_size": 32},
+}
+
+
+def tiny(row, **changes):
+  """``row``'s config with a narrow model, 2 steps, batches of 16 (8 devices)."""
+  config = get_config(row)
+  config.model_overrides = {**config.model_overrides, **NARROW[config.model]}
+  config.batch_size = 16
+  config.eval_batch_size = 16
+  config.num_train_steps = 2
+  config.log_every_steps = 1
+  config.progress = False
+  if config.dataset == "imagenet2012":
+    config.augment.crop_size, config.augment.eval_resize = 32, 36
+  for key, value in changes.items():
+    config[key] = value
+  return config
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in
+          (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def params_of(workdir):
+  model, _ = train.load_trained(workdir)
+  from flax import nnx
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+E2E_ROWS = ["digits_lenet_bort_sgd", "table1_mnist_acnn_small_bort_sgd",
+            "table1_cifar10_lenet_sgd", "imagenet_vgg16_bort_adamw",
+            "imagenet_resnet50_bort_sgd", "imagenet_resnet50_bort_lamb",
+            "imagenet_deit_small_bort_adamw", "imagenet_swin_small_adamw"]
+
+
+@pytest.mark.parametrize("row", E2E_ROWS)
+def test_each_config_family_trains_two_steps_and_evaluates(row, tmp_path):
+  config = tiny(row)
+  if config.model not in bort_jax.models.NAMES:
+    pytest.skip(f"model {config.model!r} is not in bort_jax.models yet")
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=32):
+    final = train.train_and_evaluate(config, tmp_path)
+  records = read_metrics(tmp_path)
+  assert records[-1] == final and final["step"] == 2
+  assert final["eval_examples"] == (360 if config.dataset == "digits" else 32)
+  for key in ("train_loss", "eval_loss", "top1", "top5", "images_per_sec"):
+    assert np.isfinite(final[key]), key
+  assert 0 <= final["top1"] <= final["top5"] <= 1
+  kernels = [k for k, v in jax.tree_util.tree_leaves_with_path(
+      bort_jax.default_mask(params_of(tmp_path))) if v]
+  assert len(final["orthogonality"]["per_layer"]) == len(kernels)
+  assert (tmp_path / "checkpoints" / "2").is_dir()
+  assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+# ------------------------------------------------------- resume/checkpoints
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """Reuse compiled steps across the runs of a test (same HLO, same binary)."""
+  names = ("jax_compilation_cache_dir",
+           "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  saved = {name: getattr(jax.config, name) for name in names}
+  jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update(names[1], 0.0)
+  jax.config.update(names[2], -1)
+  yield
+  for name, value in saved.items():
+    jax.config.update(name, value)
+
+
+def resume_config(num_train_steps):
+  # Momentum and a dropout layer: optimizer state and the model's RNG stream
+  # must both come back from the checkpoint for the runs to agree.
+  config = tiny("table1_mnist_acnn_small_bort_sgd",
+                num_train_steps=num_train_steps, momentum=0.9,
+                checkpoint_every_steps=2)
+  config.model = "acnn_base"
+  config.model_overrides = {"width_multiplier": 0.05, "in_channels": 1,
+                            "dropout_rate": 0.5}
+  config.image_size = 128  # ACNN-Base needs >= 128 pixels for its 12 convs
+  return config
+
+
+def test_resume_gives_bitwise_the_same_parameters(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  straight, halves = tmp_path / "straight", tmp_path / "halves"
+  with tfds.testing.mock_data(num_examples=32):  # 2 steps per epoch
+    train.train_and_evaluate(resume_config(4), straight)
+    train.train_and_evaluate(resume_config(3), halves)  # "interrupted" at 3
+    assert sorted(p.name for p in (halves / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["2", "3"]
+    final = train.train_and_evaluate(resume_config(4), halves)
+  assert final["step"] == 4
+  assert [r["step"] for r in read_metrics(halves)] == [2, 3, 4]
+  jax.tree.map(np.testing.assert_array_equal, params_of(straight),
+               params_of(halves))
+  assert read_metrics(straight)[-1]["eval_loss"] == final["eval_loss"]
+
+
+def _tree_digest(directory):
+  return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()
+                                                        ).hexdigest()
+          for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_bad_checkpoints_raise_naming_the_file_and_stay_untouched(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=32):
+    check_bad_checkpoints(tmp_path)
+
+
+def check_bad_checkpoints(tmp_path):
+  train.train_and_evaluate(resume_config(2), tmp_path)
+  checkpoints = tmp_path / "checkpoints"
+  # Another model in the same workdir: refused before anything is written.
+  wider = resume_config(4)
+  wider.model_overrides = {**wider.model_overrides, "width_multiplier": 0.1}
+  before = _tree_digest(checkpoints)
+  with pytest.raises(train.CheckpointError, match="config.json.*model_overrides"):
+    train.train_and_evaluate(wider, tmp_path)
+  # Without config.json to compare against, the array shapes give it away.
+  (tmp_path / "config.json").unlink()
+  with pytest.raises(train.CheckpointError,
+                     match=f"{checkpoints / '2'}.*shape"):
+    train.train_and_evaluate(wider, tmp_path)
+  assert _tree_digest(checkpoints) == before
+  # Corrupt array data: the error names the step directory.
+  for path in (checkpoints / "2" / "state").rglob("*"):
+    if path.is_file() and path.stat().st_size > 0 and "metadata" not in path.name:
+      path.write_bytes(b"\0garbage" * 4)
+  corrupt = _tree_digest(checkpoints)
+  with pytest.raises(train.CheckpointError, match=str(checkpoints / "2")):
+    train.train_and_evaluate(resume_config(4), tmp_path)
+  assert _tree_digest(checkpoints) == corrupt
+
+
+# ------------------------------------------------------------ multi-device
+
+
+def test_eight_devices_data_parallel_and_fsdp_match_one_device():
+  from bort_jax.train import mesh as mesh_lib
+  from bort_jax.train import state as state_lib
+  from bort_jax.train import step as step_lib
+  config = tiny("digits_acnn_small_bort_sgd", momentum=0.9)
+  config.model_overrides = {"width_multiplier": 0.04}  # conv5: 104 channels
+  optimizer = optimizers.create_optimizer(config, 0.01)
+  rng = np.random.default_rng(0)
+  batches = [{"image": rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
+              "label": rng.integers(0, 10, 16).astype(np.int32),
+              "mask": np.ones(16, bool)} for _ in range(3)]
+
+  def run(devices, fsdp):
+    mesh = mesh_lib.create_mesh(devices)
+    state, defs, shardings = state_lib.create_train_state(
+        lambda: state_lib.create_model(config), optimizer, mesh, fsdp)
+    step = step_lib.make_train_step(
+        graphdef=defs.train, optimizer=optimizer, loss_name="ce",
+        num_classes=10, label_smoothing=0.0, state_shardings=shardings,
+        replicated=mesh_lib.replicated(mesh))
+    for batch in batches:
+      state, _ = step(state, bort_jax.data.shard_batch(batch, mesh))
+    return state
+
+  one = jax.device_get(run(jax.devices()[:1], fsdp=False).params)
+  for fsdp in (False, True):
+    eight = run(jax.devices(), fsdp)
+    kernel = eight.params["conv5"]["kernel"]
+    momentum = eight.opt_state[1][0].trace["conv5"]["kernel"]
+    if fsdp:  # each device holds 13 of the 104 output channels
+      assert kernel.addressable_shards[0].data.shape == (3, 3, 35, 13)
+      assert momentum.sharding == kernel.sharding
+    else:
+      assert kernel.sharding.is_fully_replicated
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5,
+                                                         atol=2e-6),
+                 one, jax.device_get(eight.params))
