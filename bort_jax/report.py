@@ -242,7 +242,7 @@ def to_markdown(results: Mapping) -> str:
     if "gram" in model:
       out += [f"### {model['label']}", ""]
       out += _per_layer(model, "gram", [("diag_mean", "diag mean"),
-                                        ("offdiag_abs_mean", "|off-diag| mean")])
+                                        ("offdiag_abs_mean", "mean abs off-diag")])
       out += _figure(model, "fig3a")
 
   out += [f"## {SECTIONS[4]}", ""]
@@ -310,6 +310,38 @@ def to_markdown(results: Mapping) -> str:
     notes += [f"{model['label']}: {note}" for note in model.get("notes", [])]
   out += [f"- {note}" for note in notes] or ["- None."]
   out.append("")
+  return "\n".join(out)
+
+
+def demo_snippet(results: Mapping, figures: Mapping[str, str]) -> str:
+  """The README's demo section: the command, Table 1, Table 3 and ``figures``.
+
+  Args:
+    results: as for :func:`to_markdown`.
+    figures: ``{caption: path relative to the snippet}`` of the figures to embed.
+  """
+  results = to_json(results)
+  models = results["models"]
+  setup = results["setup"]
+  data = setup["dataset"]
+  wall = setup["wall_time_s"]
+  out = ["## The demo: `make demo`", "",
+         f"`{results['command']}` trains every model below with SGD and "
+         f"with Bort-S on `{data['name']}` ({data['num_train']} training / "
+         f"{data['num_test']} test images) and explains them; it wrote these "
+         f"numbers in {_num(wall['total'], 0)} s on {setup['devices']} "
+         "(all of it, training included). The recipe is the paper's Table 1, "
+         "scaled down:", ""]
+  out += [f"- {line}" for line in setup.get("recipe", [])] + [""]
+  out += ["Test accuracy (Table 1 shape):", ""] + _table1(models)
+  for model in models.values():
+    if "table3" in model:
+      out += [f"Deletion / insertion AUCs, {model['label']} (Table 3 shape):",
+              ""] + _table3(model)
+  for caption, path in figures.items():
+    out += [f"![{caption}]({path})", "", f"*{caption}*", ""]
+  out += ["The full report (every figure of Section 4, Fig. 3a to Fig. 6) is "
+          "`runs/quickstart/report.md`.", ""]
   return "\n".join(out)
 
 

@@ -224,6 +224,10 @@ def analyze_run(model, images, labels, ecfg, layer: str, k: int,
   progress.update()
   progress.set_postfix_str("synthesize")
   sources, targets = adversarial_pairs(labels, ecfg.adversarial_pairs)
+  if not sources.size:
+    raise ValueError(f"all {len(labels)} explained images have label "
+                     f"{labels[0]}: adversarial synthesis needs two classes; "
+                     "raise explain.num_images")
   x_adv = explain.synthesize_adversarial(model, images[sources],
                                          images[targets], layer=layer, k=k,
                                          B=ecfg.B)

@@ -13,6 +13,7 @@ and the figures.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 
@@ -58,7 +59,9 @@ def recipe_lines(config) -> list[str]:
                  "num_epochs)")
   for model in config.models:
     width = dict(config.model_overrides[model]).get("width_multiplier", 1.0)
-    lines.append(f"`{model}` width multiplier: paper 1.0, here {width:g}")
+    same = "unchanged" if width == 1.0 else "scaled"
+    lines.append(f"`{model}` width multiplier: paper 1.0, here {width:g} "
+                 f"({same})")
   lines.append("no data augmentation (as in the paper); Bort-S runs use λ = "
                f"{train.lam:g}, the SGD runs λ = 0")
   return lines
@@ -79,16 +82,44 @@ def run(config, workdir: str) -> dict:
   train_seconds = time.perf_counter() - start
   return explain_lib.explain_runs(
       run_dirs, workdir, config.explain,
-      title=f"Bort quickstart: {' vs '.join(config.optimizers)} on "
-            f"{config.train.dataset}",
+      title="Bort quickstart: " + " vs ".join(
+          explain_lib.OPTIMIZER_LABELS.get(o, o) for o in config.optimizers)
+      + f" on {config.train.dataset}",
       command=" ".join(["python -m experiments.quickstart", *sys.argv[1:]]),
       recipe=recipe_lines(config), train_seconds=train_seconds,
       progress=config.train.progress)
 
 
+def write_docs(results: dict, workdir: str, docs_dir: str,
+               figures=("fig4", "fig5")) -> str:
+  """``docs_dir/demo.md`` (the README's demo section) with two figures of the
+  last model copied to ``docs_dir/figures``; returns the snippet's path."""
+  from bort_jax import report  # pylint: disable=import-outside-toplevel
+
+  key, model = list(results["models"].items())[-1]
+  os.makedirs(os.path.join(docs_dir, "figures"), exist_ok=True)
+  embedded = {}
+  for name in figures:
+    source = model["figures"][name]
+    shutil.copyfile(os.path.join(workdir, source),
+                    os.path.join(docs_dir, "figures", f"demo_{source}"))
+    caption = f"{model['label']}: {report.FIGURES[name].split(':')[0]}"
+    if name == "fig4":
+      caption += f", reconstruction from `{model['layer']}` by guided backprop"
+    elif name == "fig5":
+      caption += ", CAM and SAT saliency, SGD vs Bort-S"
+    embedded[caption] = f"figures/demo_{source}"
+  path = os.path.join(docs_dir, "demo.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(report.demo_snippet(results, embedded))
+  return path
+
+
 def define_flags():
   flags.DEFINE_string("workdir", "runs/quickstart", "where runs and the report go")
   config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "quickstart config")
+  flags.DEFINE_string("docs_dir", None, "also write DOCS_DIR/demo.md (the "
+                      "README's demo section) and its two figures")
 
 
 def main(argv):
@@ -99,6 +130,8 @@ def main(argv):
   wall = results["setup"]["wall_time_s"]
   print(f"wrote {os.path.join(workdir, 'report.md')} in {wall['total']:.0f} s "
         f"(train {wall['train']:.0f} s, explain {wall['explain']:.0f} s)")
+  if flags.FLAGS.docs_dir:
+    print(f"wrote {write_docs(results, workdir, flags.FLAGS.docs_dir)}")
 
 
 if __name__ == "__main__":

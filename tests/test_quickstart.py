@@ -1,0 +1,236 @@
+"""`make demo` end to end with tiny settings, its report, and the notebook.
+
+One module-scoped run of ``python -m experiments.quickstart`` (2 training
+steps per model, 4 explained images) feeds the report checks and the headless
+execution of ``experiments/analysis.ipynb``; the rest are fast unit checks of
+the report/plot helpers.
+"""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
+
+from bort_jax import plots  # noqa: E402
+from bort_jax import report  # noqa: E402
+from experiments import explain as explain_lib  # noqa: E402
+
+TINY_FLAGS = (
+    "--config.train.num_train_steps=2",
+    "--config.train.eval_batch_size=360",
+    "--config.train.progress=False",
+    "--config.model_overrides.acnn_small_mnist.width_multiplier=0.25",
+    "--config.explain.num_images=4",
+    "--config.explain.num_show=2",
+    "--config.explain.k=8",
+    "--config.explain.ig_steps=4",
+    "--config.explain.xrai_steps=4",
+    "--config.explain.guided_ig_steps=4",
+    "--config.explain.rise_num_masks=20",
+    "--config.explain.deletion_step=196",
+    "--config.explain.n_clusters=2",
+    "--config.explain.adversarial_pairs=2",
+)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("quickstart")
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.quickstart", f"--workdir={workdir}",
+       *TINY_FLAGS], cwd=REPO, env=env, capture_output=True, text=True,
+      check=False)
+  assert result.returncode == 0, result.stderr[-4000:]
+  document = json.loads((workdir / "report.json").read_text())
+  return workdir, document, (workdir / "report.md").read_text()
+
+
+def _numbers(tree, path=""):
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from _numbers(value, f"{path}.{key}")
+  elif isinstance(tree, list):
+    for i, value in enumerate(tree):
+      yield from _numbers(value, f"{path}[{i}]")
+  else:
+    yield path, tree
+
+
+@pytest.mark.slow
+def test_report_has_every_section_model_and_method(demo):
+  _, document, markdown = demo
+  assert document["sections"] == list(report.SECTIONS)
+  for section in report.SECTIONS:
+    assert f"\n## {section}\n" in markdown, section
+  assert list(document["models"]) == ["lenet", "acnn_small_mnist_w0.25"]
+  for key, model in document["models"].items():
+    assert list(model["runs"]) == ["SGD", "Bort-S"], key
+    assert set(model["figures"]) == set(report.FIGURES), key
+    methods = set(model["table3"]) | set(model["table3_skipped"])
+    assert methods == set(report.TABLE3_METHODS), key
+    for method, by_opt in model["table3"].items():
+      assert list(by_opt) == ["SGD", "Bort-S"], (key, method)
+  # LeNet flattens into dense layers: CAM is skipped, and the report says why.
+  assert list(document["models"]["lenet"]["table3_skipped"]) == ["CAM"]
+  assert "CAM" in document["models"]["acnn_small_mnist_w0.25"]["table3"]
+  assert "CAM not computed for LeNet" in markdown
+  setup = document["setup"]
+  assert setup["dataset"] == {"name": "digits", "num_train": 1437,
+                              "num_test": 360, "image_shape": [28, 28, 1],
+                              "num_classes": 10}
+  assert setup["seeds"] == {"train": 0, "explain": 0}
+  assert set(setup["wall_time_s"]) == {"train", "explain", "total"}
+  assert setup["versions"]["jax"] == "0.10.2"
+  assert any("num_train_steps" in line for line in setup["recipe"])
+
+
+@pytest.mark.slow
+def test_every_number_is_finite(demo):
+  _, document, markdown = demo
+  values = list(_numbers(document))
+  assert len(values) > 100
+  for path, value in values:
+    assert value is not None, f"null at {path}"
+    if isinstance(value, float):
+      assert math.isfinite(value), f"{path} = {value}"
+  assert not any("non-finite" in note for note in document["notes"])
+  assert "n/a" not in markdown.replace("| CAM | – | n/a | n/a |", "")
+
+
+@pytest.mark.slow
+def test_numbers_come_from_the_runs(demo):
+  workdir, document, markdown = demo
+  for model in document["models"].values():
+    for opt, run in model["runs"].items():
+      records = (workdir / run["workdir"] / "metrics.jsonl").read_text()
+      last = json.loads(records.strip().splitlines()[-1])
+      assert run["top1"] == last["top1"] and run["steps"] == last["step"] == 2
+      assert f"{100 * run['top1']:.2f}" in markdown
+    for scores in model["table3"].values():
+      for auc in scores.values():
+        assert 0.0 <= auc["deletion"] <= 1.0 and 0.0 <= auc["insertion"] <= 1.0
+
+
+@pytest.mark.slow
+def test_every_figure_is_a_valid_png(demo):
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+
+  workdir, document, markdown = demo
+  for model in document["models"].values():
+    for name, path in model["figures"].items():
+      assert f"]({path})" in markdown, name
+      data = (workdir / path).read_bytes()
+      assert data.startswith(PNG_SIGNATURE), path
+      with Image.open(workdir / path) as image:
+        image.verify()
+      with Image.open(workdir / path) as image:
+        assert min(image.size) >= 200, (path, image.size)
+        assert np.asarray(image.convert("L")).std() > 0, path  # not blank
+
+
+@pytest.mark.slow
+def test_notebook_runs_headless_on_the_demo_checkpoint(demo, tmp_path):
+  import nbclient  # pylint: disable=import-outside-toplevel
+  import nbformat  # pylint: disable=import-outside-toplevel
+
+  workdir, _, _ = demo
+  notebook = nbformat.read(REPO / "experiments" / "analysis.ipynb", as_version=4)
+  os.environ.update(BORT_RUN_DIR=str(workdir / "acnn_small_mnist_bort_sgd"),
+                    BORT_NOTEBOOK_TINY="1", BORT_NOTEBOOK_OUT=str(tmp_path))
+  try:
+    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}
+                            ).execute()
+  finally:
+    for name in ("BORT_RUN_DIR", "BORT_NOTEBOOK_TINY", "BORT_NOTEBOOK_OUT"):
+      os.environ.pop(name)
+  outputs = [o for cell in notebook.cells if cell.cell_type == "code"
+             for o in cell.outputs]
+  assert not [o for o in outputs if o.output_type == "error"]
+  images = [o for o in outputs if "image/png" in o.get("data", {})]
+  assert len(images) == 5
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "trained with bort_sgd" in text and "adversarial success rate" in text
+
+
+# ------------------------------------------------------------ fast unit checks
+
+
+def _minimal_results(value):
+  return {"title": "t", "command": "c", "models": {}, "notes": [],
+          "setup": {"dataset": {"name": "d", "num_train": 1, "num_test": 1,
+                                "image_shape": [2, 2, 1], "num_classes": 2},
+                    "seeds": {"train": 0}, "wall_time_s": {"total": value},
+                    "versions": {}, "devices": "cpu"}}
+
+
+def test_report_writes_non_finite_numbers_as_null_and_says_so():
+  document = report.to_json(_minimal_results(np.float32("nan")))
+  assert document["setup"]["wall_time_s"]["total"] is None
+  assert document["notes"] == [
+      "non-finite value at results.setup.wall_time_s.total (written as null)"]
+  json.dumps(document, allow_nan=False)
+  assert report.to_json(_minimal_results(np.float32(2.5)))["setup"][
+      "wall_time_s"]["total"] == 2.5
+
+
+def test_report_rejects_arrays_and_missing_figures(tmp_path):
+  with pytest.raises(TypeError, match=r"results.setup.wall_time_s.total has "
+                     "type ndarray"):
+    report.to_json(_minimal_results(np.zeros(3)))
+  results = _minimal_results(1.0)
+  results["models"] = {"m": {"figures": {"fig4": "missing.png"}}}
+  with pytest.raises(ValueError, match="'missing.png' must be relative"):
+    report.write_report(results, tmp_path)
+  results["models"] = {"m": {"figures": {"fig9": "x.png"}}}
+  with pytest.raises(ValueError, match="unknown figure key 'fig9'"):
+    report.write_report(results, tmp_path)
+
+
+def test_plots_reject_bad_shapes_and_non_finite_values(tmp_path):
+  images = np.zeros((2, 8, 8, 1))
+  with pytest.raises(ValueError, match=r"maps\['SAT'\] must have shape "
+                     r"\(2, 8, 8\) to match images; got \(2, 8, 9\)"):
+    plots.plot_saliency_maps(images, {"SAT": np.zeros((2, 8, 9))},
+                             tmp_path / "a.png")
+  with pytest.raises(ValueError, match=r"rows\['Bort-S'\] contains non-finite"):
+    plots.plot_reconstructions(images, {"Bort-S": images * np.nan},
+                               tmp_path / "b.png")
+  with pytest.raises(ValueError, match="C = 1 or 3"):
+    plots.plot_reconstructions(np.zeros((2, 8, 8, 2)), {"SGD": images},
+                               tmp_path / "c.png")
+  with pytest.raises(ValueError, match="must end in .png"):
+    plots.plot_reconstruction_ratios({"SGD": {"conv1": [0.5]}},
+                                     tmp_path / "d.jpg")
+  assert not list(tmp_path.iterdir())
+
+
+def test_adversarial_pairs_always_cross_classes():
+  labels = np.array([3, 3, 3, 1, 3, 2])
+  sources, targets = explain_lib.adversarial_pairs(labels, 10)
+  np.testing.assert_array_equal(sources, np.arange(6))
+  np.testing.assert_array_equal(targets, [3, 3, 3, 4, 5, 0])
+  assert np.all(labels[sources] != labels[targets])
+  sources, _ = explain_lib.adversarial_pairs(np.array([1, 1, 1]), 4)
+  assert sources.size == 0  # no other class to target
+
+
+def test_correlation_is_pearson_per_image():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(3, 4, 4, 1))
+  np.testing.assert_allclose(explain_lib.correlation(x, 2 * x + 1), 1.0)
+  np.testing.assert_allclose(explain_lib.correlation(x, -x), -1.0)
+  expected = [np.corrcoef(a.ravel(), b.ravel())[0, 1]
+              for a, b in zip(x, x[::-1])]
+  np.testing.assert_allclose(explain_lib.correlation(x, x[::-1]), expected)
