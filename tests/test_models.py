@@ -59,12 +59,15 @@ def _images(shape, seed=1):
 
 
 def _names(path) -> tuple:
-  """A pytree/graph path as plain names (an nnx.Variable's .value dropped)."""
+  """A pytree/graph path as plain names, an nnx.Variable's ``.value`` dropped
+  (but not a module named 'value')."""
   names = []
   for key in path:
-    key = getattr(key, "key", getattr(key, "name", getattr(key, "idx", key)))
-    names.append(str(key))
-  return tuple(n for n in names if n != "value")
+    if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
+      continue
+    names.append(str(getattr(key, "key", getattr(key, "name",
+                                                 getattr(key, "idx", key)))))
+  return tuple(names)
 
 
 # --- registry ---------------------------------------------------------------
@@ -157,8 +160,13 @@ def test_acnn_base_last_conv_keeps_num_classes_when_narrow():
 # --- the Bort mask ----------------------------------------------------------
 
 # Number of leaves default_mask must select: every conv/dense/attention kernel.
-KERNEL_COUNTS = {"lenet": 5, "acnn_small_mnist": 6, "acnn_small_cifar": 6,
-                 "acnn_base": 12}
+KERNEL_COUNTS = {
+    "lenet": 5, "acnn_small_mnist": 6, "acnn_small_cifar": 6, "acnn_base": 12,
+    "vgg16": 13 + 3,
+    "resnet50": 1 + 16 * 3 + 4 + 1,  # stem, blocks, projections, fc
+    "deit_small": 1 + 12 * 6 + 1,  # patch conv, (q, k, v, out, fc1, fc2), head
+    "swin_small": 1 + 24 * 6 + 3 + 1,  # ... and 3 patch-merging dense layers
+}
 
 
 WEIGHT_MODULES = (nnx.Conv, nnx.Linear, nnx.LinearGeneral)
@@ -333,3 +341,197 @@ def test_small_models_fit_a_fixed_batch_under_bort_sgd(name, overrides, shape):
   images = _images(shape)
   labels = jax.random.randint(jax.random.key(2), (shape[0],), 0, 10)
   assert _final_over_initial_loss(model, images, labels, steps=300) < 0.1
+
+
+# --- VGG16, ResNet50, DeiT-S, Swin-S ----------------------------------------
+
+# Reference parameter counts (1000 classes, 224x224): torchvision/timm.
+REFERENCE_PARAMS = {"resnet50": 25.56e6, "vgg16": 138.36e6,
+                    "deit_small": 22.05e6, "swin_small": 49.61e6}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_PARAMS))
+def test_parameter_count_matches_reference(name):
+  count = _param_count(_abstract(name, 1000))
+  assert abs(count / REFERENCE_PARAMS[name] - 1) < 0.005, count
+
+
+def test_default_mask_leaves_out_tokens_embeddings_and_tables():
+  for name, unselected in [("deit_small", ("cls_token", "pos_embed")),
+                           ("swin_small", ("relative_position_bias_table",))]:
+    params = nnx.state(_abstract(name, 10, depth=1) if name == "deit_small"
+                       else _abstract(name, 10, depths=(2, 2, 2, 2)), nnx.Param)
+    mask = bort_jax.default_mask(params)
+    for path, chosen in jax.tree_util.tree_leaves_with_path(mask):
+      if _names(path)[-1] in unselected:
+        assert not chosen, path
+
+
+def test_attention_kernels_have_flax_multihead_layout():
+  from bort_jax.optim import default_dimension_numbers
+  model = _abstract("deit_small", 10, depth=1)
+  attn = model.blocks[0].attn
+  assert attn.query.kernel.shape == (384, 6, 64)
+  assert attn.out.kernel.shape == (6, 64, 384)
+  dims = default_dimension_numbers(nnx.state(attn, nnx.Param))
+  n_out = {_names(path)[0]: d.n_out_axes for path, d in
+           jax.tree_util.tree_leaves_with_path(
+               dims, is_leaf=lambda d: hasattr(d, "n_out_axes"))
+           if _names(path)[-1] == "kernel"}
+  assert n_out == {"query": 2, "key": 2, "value": 2, "out": 1}
+
+
+# Narrow, shallow versions of the big models at their paper resolution.
+BIG_NARROW = {
+    "vgg16": dict(width_multiplier=1 / 16),
+    "resnet50": dict(width_multiplier=1 / 16, stage_sizes=(1, 1, 1, 1)),
+    "deit_small": dict(width_multiplier=1 / 16, depth=2),
+    # Two stages: plain and shifted windows, and one patch merging.
+    "swin_small": dict(width_multiplier=1 / 8, depths=(2, 2), num_heads=(3, 6)),
+}
+BIG_INPUT = (2, 224, 224, 3)
+
+
+@functools.cache
+def _big(name):
+  """Shared by the tests below; each leaves it in eval mode."""
+  model = _make(name, 5, **BIG_NARROW[name])
+  model.eval()
+  return model
+
+
+# One jitted forward for all tests, so equal (model, shape, mode) reuse a compile.
+_forward = nnx.jit(lambda model, x: model(x))
+
+
+@pytest.mark.parametrize("name", sorted(BIG_NARROW))
+def test_big_model_logits_shape_in_both_modes(name):
+  model = _big(name)
+  x = _images(BIG_INPUT)
+  logits = _forward(model, x)
+  assert logits.shape == (2, 5) and bool(jnp.all(jnp.isfinite(logits)))
+  model.train()
+  assert _forward(model, x).shape == (2, 5)
+  model.eval()
+
+
+@pytest.mark.parametrize("name", ["vgg16", "deit_small", "swin_small"])
+def test_dropout_and_drop_path_act_only_in_train_mode(name):
+  model = _big(name)
+  x = _images(BIG_INPUT)
+  np.testing.assert_array_equal(_forward(model, x), _forward(model, x))
+  model.train()
+  first, second = _forward(model, x), _forward(model, x)
+  model.eval()
+  assert not np.allclose(first, second)
+
+
+def test_resnet_batch_norm_train_vs_eval():
+  model = _big("resnet50")
+  x = _images(BIG_INPUT)
+  # Eval: running statistics, so a sample's logits ignore the rest of the batch.
+  np.testing.assert_allclose(_forward(model, x)[:1], _forward(model, x[:1]),
+                             rtol=1e-5, atol=1e-5)
+  before = np.array(model.stem_bn.mean[...])
+  model.train()
+  train_logits = _forward(model, x)
+  single = _forward(model, x[:1])
+  after = np.array(model.stem_bn.mean[...])
+  model.eval()
+  assert not np.allclose(train_logits[:1], single, atol=1e-4)
+  assert not np.allclose(after, before)
+
+
+def test_resnet_layers_and_cam_invariant():
+  model = _big("resnet50")
+  names = model.layer_names
+  assert names[:5] == ("stem", "layer1.0.conv1", "layer1.0.conv2",
+                       "layer1.0.downsample", "layer1.0.conv3")
+  assert len(names) == 1 + 4 * 4
+  # v1.5: the stride sits on the 3x3 conv of a downsampling block.
+  assert tuple(model.conv("layer2.0.conv1").strides) == (1, 1)
+  assert tuple(model.conv("layer2.0.conv2").strides) == (2, 2)
+  assert tuple(model.conv("layer2.0.downsample").strides) == (2, 2)
+  x = _images((2, 64, 64, 3))
+  inputs = model.conv_inputs(x)
+  assert tuple(inputs) == names
+  last = model.features(x, names[-1])
+  assert last.shape == (2, 2, 2, round(512 / 16) * 4)
+  np.testing.assert_allclose(model(x), model.head(jnp.mean(last, axis=(1, 2))),
+                             rtol=1e-5, atol=1e-5)
+  # conv1 of layer2 receives layer1's block output (the conv3 feature).
+  np.testing.assert_allclose(inputs["layer2.0.conv1"],
+                             model.features(x, "layer1.0.conv3"), atol=1e-6)
+  stem = model.features(x, "stem")
+  assert stem.shape == (2, 32, 32, 4) and bool(jnp.all(stem >= 0))
+
+
+def test_vgg_layers_pool_between_stages():
+  model = _make("vgg16", 5, width_multiplier=1 / 16)
+  assert model.layer_names == tuple(f"conv{i}" for i in range(1, 14))
+  x = _images((1, 32, 32, 3))
+  inputs = model.conv_inputs(x)
+  conv2 = model.features(x, 2)
+  np.testing.assert_allclose(inputs["conv3"], nnx.max_pool(conv2, (2, 2), (2, 2)),
+                             atol=1e-6)
+  np.testing.assert_allclose(inputs["conv2"], model.features(x, 1), atol=1e-6)
+  assert model.features(x, 13).shape == (1, 2, 2, 32)
+  assert model.head is None and model.head_pool is None
+
+
+# --- Swin: relative position bias and the shifted-window mask ---------------
+
+
+def test_relative_position_index():
+  from bort_jax.models.swin import relative_position_index
+  window = 3
+  index = relative_position_index(window)
+  rows, cols = np.divmod(np.arange(window * window), window)
+  expected = ((rows[:, None] - rows[None, :] + window - 1) * (2 * window - 1)
+              + cols[:, None] - cols[None, :] + window - 1)
+  np.testing.assert_array_equal(index, expected)
+  assert index.min() == 0 and index.max() == (2 * window - 1) ** 2 - 1
+
+
+def test_shifted_window_attention_matches_masked_global_attention():
+  """A shifted-window block attends exactly between tokens that share a
+  window of the rolled map and were neighbours in the image (neither or both
+  wrapped around by the roll), with the relative-position bias; checked
+  against attention over all tokens with that rule as a dense mask."""
+  from bort_jax.models.swin import SwinBlock
+  size, window, shift, heads, dim = 4, 2, 1, 2, 8
+  block = SwinBlock(dim, heads, size, window, shift, 2.0, 0.0,
+                    rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+  x = _images((2, size, size, dim))
+  rolled = jnp.roll(x, (-shift, -shift), axis=(1, 2)).reshape(2, size * size, dim)
+  r, c = np.divmod(np.arange(size * size), size)
+  same_window = ((r[:, None] // window == r[None] // window)
+                 & (c[:, None] // window == c[None] // window))
+  wrapped_r, wrapped_c = r >= size - shift, c >= size - shift
+  allowed = (same_window & (wrapped_r[:, None] == wrapped_r[None])
+             & (wrapped_c[:, None] == wrapped_c[None]))
+  offset = ((r[:, None] - r[None] + window - 1) * (2 * window - 1)
+            + c[:, None] - c[None] + window - 1)
+  table = block.relative_position_bias_table[...]
+  bias = jnp.where(same_window[..., None], table[np.where(same_window, offset, 0)],
+                   0.0).transpose(2, 0, 1)
+  dense = block.attn(rolled, bias=bias[None], mask=allowed[None, None])
+  expected = jnp.roll(dense.reshape(2, size, size, dim), (shift, shift),
+                      axis=(1, 2))
+  np.testing.assert_allclose(block._window_attention(x), expected,
+                             rtol=1e-5, atol=1e-5)
+  assert not allowed.all(axis=1).any()  # the mask does cut some pairs
+
+
+def test_swin_window_shrinks_to_small_stage():
+  model = _abstract("swin_small", 10, depths=(2, 2, 2, 2))
+  last = model.stages[3].blocks[1]
+  assert (last.window, last.shift) == (7, 0)  # 7x7 stage: one window, no shift
+  assert (model.stages[0].blocks[1].window, model.stages[0].blocks[1].shift) == (7, 3)
+
+
+def test_transformer_overrides_are_checked():
+  with pytest.raises(ValueError, match="multiple of patch_size"):
+    _abstract("deit_small", 10, image_size=100)
+  with pytest.raises(ValueError, match="one entry per stage"):
+    _abstract("swin_small", 10, depths=(2, 2), num_heads=(3, 6, 12))

@@ -16,7 +16,7 @@ from typing import Callable
 
 from flax import nnx
 
-from bort_jax.models import acnn, lenet
+from bort_jax.models import acnn, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
@@ -24,6 +24,10 @@ _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
     "acnn_small_mnist": acnn.acnn_small_mnist,
     "acnn_small_cifar": acnn.acnn_small_cifar,
     "acnn_base": acnn.acnn_base,
+    "vgg16": vgg.vgg16,
+    "resnet50": resnet.resnet50,
+    "deit_small": vit.deit_small,
+    "swin_small": swin.swin_small,
 }
 
 NAMES = tuple(_BUILDERS)
