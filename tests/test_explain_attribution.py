@@ -128,3 +128,14 @@ def test_xrai_agrees_with_pair():
       batch_size=8, extra_parameters=saliency_core.XRAIParameters(steps=8))
   assert ours.shape == (1, 8, 8)
   np.testing.assert_allclose(ours[0], want, rtol=1e-4, atol=1e-6)
+
+
+def test_attribution_errors():
+  model = F.two_layer()
+  x = F.random_images(2, 8, 2)
+  with pytest.raises(ValueError, match="does not broadcast"):
+    explain.integrated_gradients(model, x, baseline=np.zeros((3, 8, 8, 2)))
+  with pytest.raises(ValueError, match=r"target must be None, an int or shape \(2,\)"):
+    explain.integrated_gradients(model, x, target=[0, 1, 2])
+  with pytest.raises(ValueError, match="p must be in"):
+    explain.rise(model, x, p=0.0)

@@ -104,3 +104,14 @@ def test_sat_errors():
     explain.sat(model, x, layer=2, k=9)
   with pytest.raises(ValueError, match="k must be a positive int"):
     explain.sat(model, x, layer=2, k=0)
+
+
+def test_second_call_does_not_recompile():
+  model = F.two_layer()
+  x = F.random_images(2, 8, 2)
+  explain.sat(model, x, layer=2, k=3)
+  size = sat_lib._sat._cache_size()
+  explain.sat(model, 2.0 * x, layer=2, k=3)
+  assert sat_lib._sat._cache_size() == size
+  with pytest.raises(ValueError, match="B must be a finite float > 0"):
+    explain.sat(model, x, layer=2, B=0.0)

@@ -49,6 +49,13 @@ def check_positive_int(value, name: str) -> int:
   return value
 
 
+def check_positive_float(value, name: str) -> float:
+  value = float(value)
+  if not value > 0.0 or value == float("inf"):
+    raise ValueError(f"{name} must be a finite float > 0; got {value!r}")
+  return value
+
+
 def layer_index(model, layer) -> int:
   """1-based index of ``layer`` (int index or name) in ``model.layer_names``."""
   names = conv_layer_names(model)

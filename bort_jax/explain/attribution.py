@@ -41,6 +41,18 @@ def _integrated_gradients(graphdef, state, x, baseline, target, *, steps,
   return total * delta
 
 
+def _broadcast_baseline(baseline, x):
+  if baseline is None:
+    return jnp.zeros_like(x)
+  baseline = jnp.asarray(baseline, x.dtype)
+  try:
+    return jnp.broadcast_to(baseline, x.shape)
+  except ValueError:
+    raise ValueError(
+        f"baseline of shape {baseline.shape} does not broadcast to the "
+        f"images' shape {x.shape}") from None
+
+
 def integrated_gradients(model, x, target=None, *, baseline=None,
                          steps: int = 32, batch_size: int = 8) -> jax.Array:
   """Integrated gradients (Sundararajan et al., 2017) of the target logit.
@@ -62,8 +74,7 @@ def integrated_gradients(model, x, target=None, *, baseline=None,
   x = _common.check_images(x)
   _common.check_positive_int(steps, "steps")
   _common.check_positive_int(batch_size, "batch_size")
-  baseline = jnp.zeros_like(x) if baseline is None else jnp.broadcast_to(
-      jnp.asarray(baseline, x.dtype), x.shape)
+  baseline = _broadcast_baseline(baseline, x)
   target = _common.resolve_target(target, x.shape[0])
   graphdef, state = _common.split(model)
   return _integrated_gradients(graphdef, state, x, baseline, target,

@@ -64,8 +64,8 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
     layer: the top layer (1-based index or name); the paper uses conv5 of
       ACNN-Small and conv8 of ACNN-Base.
     k: number of salient channels (paper: 64).
-    B: the value set at each maximum (paper's constant B); must be > 0 for
-      anything to pass the guided ReLUs.
+    B: the value set at each maximum (paper's constant B), > 0 (guided
+      backprop passes only positive signals).
     gamma: binarisation threshold relative to each signal's maximum, in
       [0, 1); default ``DEFAULT_GAMMA`` = 0.5.
     batch_size: images processed together (``lax.map``); bounds memory.
@@ -77,6 +77,7 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
   index = _common.layer_index(model, layer)
   _common.check_positive_int(k, "k")
   _common.check_positive_int(batch_size, "batch_size")
+  _common.check_positive_float(B, "B")
   if not 0.0 <= float(gamma) < 1.0:
     raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
   graphdef, state = _common.split(model)

@@ -57,6 +57,7 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   index = _common.layer_index(model, layer)
   _common.check_positive_int(k, "k")
   _common.check_positive_int(batch_size, "batch_size")
+  _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
   top_kind = backtrack.top_conv_kind(model, graphdef, state, x, index)
   return _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
@@ -135,6 +136,7 @@ def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
   index = _common.layer_index(model, layer)
   _common.check_positive_int(k, "k")
   _common.check_positive_int(batch_size, "batch_size")
+  _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
   return _synthesize(graphdef, state, x_source, x_target,
                      jnp.asarray(B, x_source.dtype), layer=index, k=k,
