@@ -107,6 +107,7 @@ def _plain_call_model_function(model):
   return call
 
 
+@pytest.mark.filterwarnings("ignore:the `interpolation=` argument")
 def test_guided_ig_agrees_with_pair():
   model = F.two_layer(seed=6)
   x = F.random_images(2, 8, 2, seed=6)
