@@ -32,14 +32,23 @@ class ModelDefs(NamedTuple):
   eval: nnx.GraphDef
 
 
+# Models with stochastic depth, and the name of their rate override.
+DROP_PATH_MODELS = ("deit_small", "swin_small")
+
+
 def create_model(config) -> nnx.Module:
   """``bort_jax.models.create`` from ``config`` (seeded by ``config.seed``).
 
-  ``config.drop_path`` > 0 is passed to the model as its ``drop_path`` rate.
+  ``config.drop_path`` becomes the model's ``drop_path_rate`` (Table 6), so a
+  0 there really turns stochastic depth off.
   """
   overrides = dict(config.model_overrides or {})
-  if config.drop_path:
-    overrides.setdefault("drop_path", config.drop_path)
+  if config.model in DROP_PATH_MODELS:
+    overrides["drop_path_rate"] = float(config.drop_path)
+  elif config.drop_path:
+    raise ValueError(f"drop_path={config.drop_path!r} but model "
+                     f"{config.model!r} has no stochastic depth; models with "
+                     f"it: {DROP_PATH_MODELS}.")
   return bort_jax.models.create(config.model, num_classes=config.num_classes,
                                 rngs=nnx.Rngs(config.seed), **overrides)
 
