@@ -313,7 +313,7 @@ def plot_component_clusters(components: Mapping[str, object],
   n_cols = min(max_per_cluster, max(np.bincount(g[1] - g[1].min()).max()
                                     for g in groups.values()))
   fig = Figure(figsize=(len(labels) * (_CELL * n_cols * 0.8 + 0.8),
-                        _CELL * 0.8 * n_rows + 0.9))
+                        _CELL * 0.8 * n_rows + 1.2))
   subfigs = np.atleast_1d(fig.subfigures(1, len(labels)))
   for subfig, label in zip(subfigs, labels):
     comps, assignment, clusters = groups[label]
@@ -327,9 +327,9 @@ def plot_component_clusters(components: Mapping[str, object],
                           interpolation="nearest")
       axes[r, 0].set_title(f"cluster {cluster}: {members.size}", fontsize=7,
                            loc="left")
-    subfig.suptitle(label, fontsize=9)
+    subfig.suptitle(label, fontsize=9, y=0.94)
   fig.suptitle(title or "Top-k components clustered by K-means (Fig. 6b)",
-               fontsize=10, y=1.0)
+               fontsize=10, y=0.995, va="top")
   return _save(fig, path)
 
 

@@ -91,7 +91,7 @@ def run(config, workdir: str) -> dict:
 
 
 def write_docs(results: dict, workdir: str, docs_dir: str,
-               figures=("fig4", "fig5")) -> str:
+               figures=("fig3b", "fig5")) -> str:
   """``docs_dir/demo.md`` (the README's demo section) with two figures of the
   last model copied to ``docs_dir/figures``; returns the snippet's path."""
   from bort_jax import report  # pylint: disable=import-outside-toplevel
@@ -104,7 +104,9 @@ def write_docs(results: dict, workdir: str, docs_dir: str,
     shutil.copyfile(os.path.join(workdir, source),
                     os.path.join(docs_dir, "figures", f"demo_{source}"))
     caption = f"{model['label']}: {report.FIGURES[name].split(':')[0]}"
-    if name == "fig4":
+    if name == "fig3b":
+      caption += ", reconstruction ratio ‖z − Wᵀ(Wz)‖/‖z‖ per layer, SGD vs Bort-S"
+    elif name == "fig4":
       caption += f", reconstruction from `{model['layer']}` by guided backprop"
     elif name == "fig5":
       caption += ", CAM and SAT saliency, SGD vs Bort-S"
