@@ -117,14 +117,16 @@ class ACNN(common.ConvClassifier):
           strides=(spec.strides, spec.strides),
           padding=common.symmetric_padding(spec.padding), rngs=rngs))
       fan_in = out
-    self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+    # Only a model that drops out carries dropout RNG state.
+    self.dropout = (nnx.Dropout(dropout_rate, rngs=rngs)
+                    if dropout_rate > 0 and dropout_before else None)
     self.head = nnx.Linear(fan_in, num_classes, rngs=rngs) if dense_head else None
     self.head_pool = "max"
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
     common.check_images(x, self.in_channels)
     for name, relu in zip(self.layer_names, self.relu_after):
-      if name == self.dropout_before:
+      if self.dropout is not None and name == self.dropout_before:
         x = common.dropout(self.dropout, x, eval_mode)
       conv_input = x
       x = getattr(self, name)(x)
