@@ -90,7 +90,6 @@ def explain_config() -> ml_collections.ConfigDict:
   config.deletion_step = 28     # pixels removed/inserted per step
   config.n_clusters = 6         # K-means clusters of the top-k components
   config.adversarial_pairs = 8
-  config.batch_size = 64        # images per explainer call
   return config
 
 
