@@ -553,3 +553,17 @@ def test_transformer_overrides_are_checked():
     _abstract("deit_small", 10, image_size=100)
   with pytest.raises(ValueError, match="one entry per stage"):
     _abstract("swin_small", 10, depths=(2, 2), num_heads=(3, 6, 12))
+
+
+def test_adaptive_avg_pool_matches_pytorch_bins():
+  from bort_jax.models.common import adaptive_avg_pool
+  x = _images((2, 5, 4, 3))
+  pooled = np.asarray(adaptive_avg_pool(x, (3, 7)))
+  x = np.asarray(x)
+  # PyTorch's rule: bin i covers [floor(i·n/out), ceil((i+1)·n/out)).
+  for i in range(3):
+    for j in range(7):
+      rows = slice(i * 5 // 3, -(-(i + 1) * 5 // 3))
+      cols = slice(j * 4 // 7, -(-(j + 1) * 4 // 7))
+      np.testing.assert_allclose(pooled[:, i, j], x[:, rows, cols].mean(axis=(1, 2)),
+                                 rtol=1e-5, atol=1e-6)
