@@ -56,7 +56,8 @@ def test_acnn_small(acnn, images):
   kind, fast, general = _sat_both_paths(acnn, x, 5, k=8)
   assert kind == "relu"
   np.testing.assert_allclose(fast, general, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(explain.sat(acnn, x, layer="conv5", k=8), fast,
+  np.testing.assert_allclose(explain.sat(acnn, x, layer="conv5", k=8,
+                                         batch_size=2), fast,
                              rtol=1e-6)
   assert explain.cam(acnn, x).shape == (2, 28, 28)
   assert explain.integrated_gradients(acnn, x, steps=8).shape == x.shape
