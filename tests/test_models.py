@@ -96,6 +96,11 @@ def test_width_multiplier_must_be_positive(bad):
     _make("acnn_small_mnist", width_multiplier=bad)
 
 
+def test_unknown_override_is_named():
+  with pytest.raises(TypeError, match="stage_sizes"):
+    _abstract("acnn_small_mnist", 10, stage_sizes=(1, 1, 1, 1))
+
+
 def test_input_channels_are_checked():
   model = _shared("acnn_small_mnist")
   with pytest.raises(ValueError, match="1 channels, got shape"):
