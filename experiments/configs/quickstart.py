@@ -21,8 +21,10 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
   IG, GuidedIG and XRAI's inner IG 32 steps; deletion/insertion 28 pixels
   per step (28 steps); k = 64 salient channels (16 for LeNet's conv2).
 
-Measured (2 shared CPU cores, load average 10-15 from other jobs): 669 s
-wall, 353 s CPU time; two runs give identical numbers.
+Measured on 2 CPU cores shared with other jobs: 328 s wall (5 min 28 s,
+load average falling from 11 to 2) and 669 s wall under a load average of
+10-15; about 320-350 s of CPU time either way. Two runs give identical
+numbers.
 """
 
 import ml_collections
