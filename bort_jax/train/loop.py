@@ -127,6 +127,12 @@ def evaluate(eval_step, state, config, mesh, eval_batch_size: int) -> dict:
           "eval_examples": int(totals["count"])}
 
 
+def _last_record(workdir: pathlib.Path) -> dict:
+  path = workdir / "metrics.jsonl"
+  lines = path.read_text().splitlines() if path.exists() else []
+  return json.loads(lines[-1]) if lines else {}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   """Trains ``config`` in ``workdir`` (resuming from its checkpoints).
 
@@ -180,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
   step = int(to_host(state.step))
   progress = tqdm(total=total_steps, initial=step, unit="step",
                   disable=not config.progress or jax.process_index() != 0)
-  record = {}
+  record = _last_record(workdir)  # what a finished run returns if resumed
   losses_to_log, epoch_losses = [], []
   epoch_start, epoch_steps = time.perf_counter(), 0
   try:
