@@ -334,10 +334,6 @@ def bort(
                              dimension_numbers=dimension_numbers)
 
 
-def _mask_or_default(mask):
-  return default_mask if mask is None else mask
-
-
 def bort_sgd(
     learning_rate: ScalarOrSchedule,
     lam: ScalarOrSchedule,
@@ -354,7 +350,7 @@ def bort_sgd(
   """
   return optax.chain(
       add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=_mask_or_default(mask)),
+                          mask=mask),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
   )
 
@@ -377,7 +373,7 @@ def bort_adamw(
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=_mask_or_default(mask)),
+                          mask=mask),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -400,7 +396,7 @@ def bort_lamb(
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=_mask_or_default(mask)),
+                          mask=mask),
       optax.scale_by_trust_ratio(),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -23,7 +23,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -31,20 +30,7 @@ from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
 from bort_jax.train import state as state_lib
 from bort_jax.train import step as step_lib
-
-
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-  """float32 FLOP/s of an n×n×n matmul (best of ``repeats``)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  matmul = jax.jit(jnp.matmul)
-  jax.block_until_ready(matmul(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a, b))
-    times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / min(times)
+from experiments.gemm import gemm_rate
 
 
 def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
