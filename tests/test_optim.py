@@ -240,20 +240,16 @@ def test_bort_sgd_with_zero_lam_equals_optax_sgd_bitwise(momentum, nesterov):
   jax.tree.map(np.testing.assert_array_equal, ours, ref)
 
 
-def test_bort_adamw_with_zero_lam_equals_optax_adamw_bitwise():
+@pytest.mark.parametrize("ours,ref", [
+    (lambda: bort_jax.bort_adamw(1e-3, 0.0, weight_decay=0.05),
+     lambda: optax.adamw(1e-3, weight_decay=0.05, mask=bort_jax.default_mask)),
+    (lambda: bort_jax.bort_lamb(5e-3, 0.0, weight_decay=0.02),
+     lambda: optax.lamb(5e-3, weight_decay=0.02, mask=bort_jax.default_mask)),
+], ids=["bort_adamw-vs-adamw", "bort_lamb-vs-lamb"])
+def test_decoupled_variants_with_zero_lam_equal_optax_bitwise(ours, ref):
   params = _mixed_params()
-  ours = _run(bort_jax.bort_adamw(1e-3, 0.0, weight_decay=0.05), params)
-  ref = _run(optax.adamw(1e-3, weight_decay=0.05, mask=bort_jax.default_mask),
-             params)
-  jax.tree.map(np.testing.assert_array_equal, ours, ref)
-
-
-def test_bort_lamb_with_zero_lam_equals_optax_lamb_bitwise():
-  params = _mixed_params()
-  ours = _run(bort_jax.bort_lamb(5e-3, 0.0, weight_decay=0.02), params)
-  ref = _run(optax.lamb(5e-3, weight_decay=0.02, mask=bort_jax.default_mask),
-             params)
-  jax.tree.map(np.testing.assert_array_equal, ours, ref)
+  jax.tree.map(np.testing.assert_array_equal, _run(ours(), params),
+               _run(ref(), params))
 
 
 def test_bort_sgd_step_is_the_authors_update():
