@@ -76,12 +76,11 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   dims = optim.default_dimension_numbers(params) if dimension_numbers is None \
       else (dimension_numbers(params) if callable(dimension_numbers)
             else dimension_numbers)
-  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(params)
   flat_mask = optim._aligned("mask", mask_tree, params)
   flat_dims = optim._aligned(
       "dimension_numbers", dims, params,
       is_leaf=lambda x: x is None or isinstance(x, optim.BortDimensionNumbers))
-  del treedef
   stats = {}
   for (path, leaf), selected, dim in zip(leaves_with_path, flat_mask,
                                          flat_dims):
