@@ -1,14 +1,21 @@
 """Train-step throughput of ACNN-Small (paper width, MNIST shape) on this CPU.
 
 For SGD and Bort-S (Table 1's recipe: lr 0.01, wd 0.01, λ 0.1, batch 64),
-times the jitted, donated ``bort_jax.train`` train step and reports images/s,
-the step's FLOPs from XLA's cost analysis, the achieved FLOP/s, and that as a
-fraction of the float32 GEMM rate measured in the same run:
+times the jitted, donated ``bort_jax.train`` train step with each conv
+lowering (``gemm``: the models' default on CPU, ``bort_jax.models.gemm_conv``;
+``xla``: ``lax.conv_general_dilated``) and reports images/s, FLOPs per step,
+the achieved FLOP/s, and that as a fraction of the float32 GEMM rate measured
+in the same run:
 
     fraction = (FLOPs per step / step time) / GEMM FLOP/s
 
+FLOPs per step are XLA's cost analysis of the step compiled with the ``xla``
+lowering, which counts only the multiply-adds that touch the input (a 3×3 tap
+on a padding zero is not counted); both lowerings are divided by that same
+number. ``dense GFLOP`` counts every tap, as PyTorch's FLOP counter does.
+
     python -m experiments.bench_train [--batch_size 64] [--steps 5]
-        [--repeats 3] [--json out.json]
+        [--repeats 3] [--lowerings gemm,xla] [--json out.json]
 
 XLA flags are read from ``XLA_FLAGS`` as usual; pass them there to compare.
 """
@@ -25,7 +32,9 @@ import time
 import jax
 import ml_collections
 import numpy as np
+from jax import lax
 
+from bort_jax.models import gemm_conv
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
 from bort_jax.train import state as state_lib
@@ -40,27 +49,58 @@ def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
   return config
 
 
-def bench_optimizer(optimizer: str, batch_size: int, steps: int,
-                    repeats: int) -> dict:
-  config = bench_config(optimizer, batch_size)
-  mesh = mesh_lib.create_mesh(jax.devices()[:1])
-  transform = optimizers.create_optimizer(config, config.learning_rate)
-  state, defs, shardings = state_lib.create_train_state(
-      lambda: state_lib.create_model(config), transform, mesh)
-  train_step = step_lib.make_train_step(
-      graphdef=defs.train, optimizer=transform, loss_name="ce",
-      num_classes=10, label_smoothing=0.0, state_shardings=shardings,
-      replicated=mesh_lib.replicated(mesh))
-  rng = np.random.default_rng(0)
-  batch = jax.device_put({
-      "image": rng.normal(size=(batch_size, 28, 28, 1)).astype(np.float32),
-      "label": rng.integers(0, 10, batch_size).astype(np.int32),
-      "mask": np.ones(batch_size, bool)}, mesh_lib.batch_sharding(mesh))
-  compiled = train_step.lower(state, batch).compile()
+LOWERINGS = {"gemm": gemm_conv.conv_general_dilated,
+             "xla": lax.conv_general_dilated}
+
+
+def _step_flops(compiled) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost["flops"])
-  state, metrics = train_step(state, batch)  # warm-up
+  return float(cost["flops"])
+
+
+def build_step(config: ml_collections.ConfigDict, lowering: str,
+               image_shape=(28, 28, 1)):
+  """(jitted train step, fresh state, batch) for ``config``'s model and
+  optimizer, its convs lowered by ``LOWERINGS[lowering]``, on one device."""
+  batch_size = config.batch_size
+  mesh = mesh_lib.create_mesh(jax.devices()[:1])
+  transform = optimizers.create_optimizer(config, config.learning_rate)
+
+  def create_model():
+    model = state_lib.create_model(config)
+    gemm_conv.set_lowering(model, LOWERINGS[lowering])
+    return model
+
+  state, defs, shardings = state_lib.create_train_state(
+      create_model, transform, mesh)
+  train_step = step_lib.make_train_step(
+      graphdef=defs.train, optimizer=transform, loss_name="ce",
+      num_classes=config.num_classes, label_smoothing=0.0,
+      state_shardings=shardings, replicated=mesh_lib.replicated(mesh))
+  rng = np.random.default_rng(0)
+  batch = jax.device_put({
+      "image": rng.normal(size=(batch_size,) + tuple(image_shape)).astype(
+          np.float32),
+      "label": rng.integers(0, config.num_classes, batch_size).astype(np.int32),
+      "mask": np.ones(batch_size, bool)}, mesh_lib.batch_sharding(mesh))
+  return train_step, state, batch
+
+
+def step_flops(optimizer: str, lowering: str, batch_size: int) -> float:
+  """XLA's cost-analysis FLOPs of the compiled step (compiled, not run)."""
+  train_step, state, batch = build_step(bench_config(optimizer, batch_size),
+                                        lowering)
+  cost = train_step.lower(state, batch).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
+def time_steps(train_step, state, batch, steps: int, repeats: int
+               ) -> tuple[list[float], float]:
+  """Seconds per step of each of ``repeats`` runs of ``steps`` steps (after one
+  compiling warm-up step), and the last loss."""
+  state, metrics = train_step(state, batch)
   jax.block_until_ready(metrics)
   step_times = []
   for _ in range(repeats):
@@ -69,10 +109,26 @@ def bench_optimizer(optimizer: str, batch_size: int, steps: int,
       state, metrics = train_step(state, batch)
     jax.block_until_ready(metrics)
     step_times.append((time.perf_counter() - start) / steps)
-  return {"optimizer": optimizer, "flops_per_step": flops,
+  return step_times, float(metrics["loss"])
+
+
+def time_step(optimizer: str, lowering: str, batch_size: int, steps: int,
+              repeats: int) -> dict:
+  step_times, loss = time_steps(
+      *build_step(bench_config(optimizer, batch_size), lowering), steps, repeats)
+  return {"optimizer": optimizer, "lowering": lowering,
           "step_seconds_best": min(step_times),
-          "step_seconds_median": statistics.median(step_times),
-          "loss": float(metrics["loss"])}
+          "step_seconds_median": statistics.median(step_times), "loss": loss}
+
+
+def comma_list(parser: argparse.ArgumentParser, text: str, allowed, what: str
+               ) -> list[str]:
+  """``text`` split on commas; a parser error names any not in ``allowed``."""
+  names = text.split(",")
+  unknown = sorted(set(names) - set(allowed))
+  if unknown:
+    parser.error(f"unknown {what} {unknown}; expected some of {sorted(allowed)}")
+  return names
 
 
 def main():
@@ -81,29 +137,42 @@ def main():
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--optimizers", default="sgd,bort_sgd")
+  parser.add_argument("--lowerings", default="gemm,xla",
+                      help=f"conv lowerings to time, of {sorted(LOWERINGS)}")
   parser.add_argument("--json", default=None, help="also write results here")
   args = parser.parse_args()
-
+  lowerings = comma_list(parser, args.lowerings, LOWERINGS, "lowerings")
+  names = args.optimizers.split(",")
+  # One FLOP count per optimizer, whatever the lowering timed: XLA's count of
+  # the convolution-lowered step (padding taps not counted), and of the
+  # im2col-lowered one (every tap counted).
+  model_flops = {n: step_flops(n, "xla", args.batch_size) for n in names}
+  dense_flops = {n: step_flops(n, "gemm", args.batch_size) for n in names}
   gemm_before = gemm_rate()
-  results = [bench_optimizer(name, args.batch_size, args.steps, args.repeats)
-             for name in args.optimizers.split(",")]
+  results = [time_step(name, lowering, args.batch_size, args.steps,
+                       args.repeats)
+             for name in names for lowering in lowerings]
   gemm = max(gemm_before, gemm_rate())
   print(f"CPU: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; jax {jax.__version__}; "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
   print(f"GEMM float32 2048^3: {gemm / 1e9:.1f} GFLOP/s (best of 10)")
-  print("| optimizer | images/s | GFLOP/step | GFLOP/s | fraction of GEMM |")
-  print("|---|---|---|---|---|")
+  print("| optimizer | conv lowering | images/s | GFLOP/step | dense GFLOP "
+        "| GFLOP/s | fraction of GEMM (best / median) |")
+  print("|---|---|---|---|---|---|---|")
   for r in results:
+    r["flops_per_step"] = model_flops[r["optimizer"]]
+    r["dense_flops_per_step"] = dense_flops[r["optimizer"]]
     r["images_per_sec"] = args.batch_size / r["step_seconds_best"]
     r["achieved_flops_per_sec"] = r["flops_per_step"] / r["step_seconds_best"]
     r["fraction_of_gemm"] = r["achieved_flops_per_sec"] / gemm
     r["fraction_of_gemm_median"] = (r["flops_per_step"] /
                                     r["step_seconds_median"] / gemm)
-    print(f"| {r['optimizer']} | {r['images_per_sec']:.1f} | "
+    print(f"| {r['optimizer']} | {r['lowering']} | {r['images_per_sec']:.1f} | "
           f"{r['flops_per_step'] / 1e9:.1f} | "
+          f"{r['dense_flops_per_step'] / 1e9:.1f} | "
           f"{r['achieved_flops_per_sec'] / 1e9:.1f} | "
-          f"{r['fraction_of_gemm']:.2f} (median {r['fraction_of_gemm_median']:.2f}) |")
+          f"{r['fraction_of_gemm']:.2f} / {r['fraction_of_gemm_median']:.2f} |")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"gemm_flops_per_sec": gemm, "batch_size": args.batch_size,

@@ -112,7 +112,7 @@ class ACNN(common.ConvClassifier):
     for name, spec in zip(self.layer_names, specs):
       out = (num_classes if spec.features is None
              else common.scale_width(spec.features, width_multiplier))
-      setattr(self, name, nnx.Conv(
+      setattr(self, name, common.conv_layer(
           fan_in, out, (spec.kernel_size, spec.kernel_size),
           strides=(spec.strides, spec.strides),
           padding=common.symmetric_padding(spec.padding), rngs=rngs))

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax.models import gemm_conv
+
 Activation = Callable[[jax.Array], jax.Array]
 LayerRef = Union[int, str]
 
@@ -80,6 +82,14 @@ def resolve_activation(activation: Optional[Activation]) -> Activation:
   if not callable(activation):
     raise TypeError(f"activation must be callable or None, got {activation!r}.")
   return activation
+
+
+def conv_layer(in_features: int, out_features: int, kernel_size, **kwargs
+               ) -> nnx.Conv:
+  """``nnx.Conv`` lowered by :func:`gemm_conv.conv_general_dilated` (a matmul
+  of patches on CPU, XLA's convolution elsewhere); same parameters."""
+  kwargs.setdefault("conv_general_dilated", gemm_conv.conv_general_dilated)
+  return nnx.Conv(in_features, out_features, kernel_size, **kwargs)
 
 
 def symmetric_padding(pad: int):

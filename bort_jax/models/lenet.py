@@ -44,8 +44,8 @@ class LeNet(common.ConvClassifier):
                         for w in _DENSE_WIDTHS)
     conv = dict(kernel_size=(_KERNEL, _KERNEL),
                 padding=common.symmetric_padding(0), rngs=rngs)
-    self.conv1 = nnx.Conv(self.in_channels, conv1_out, **conv)
-    self.conv2 = nnx.Conv(conv1_out, conv2_out, **conv)
+    self.conv1 = common.conv_layer(self.in_channels, conv1_out, **conv)
+    self.conv2 = common.conv_layer(conv1_out, conv2_out, **conv)
     self.fc1 = nnx.Linear(_flat_size(self.image_size) ** 2 * conv2_out, fc1_out,
                           rngs=rngs)
     self.fc2 = nnx.Linear(fc1_out, fc2_out, rngs=rngs)

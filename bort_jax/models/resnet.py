@@ -33,9 +33,10 @@ _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _conv(fan_in, out, kernel, rngs, strides=1, pad=0):
-  return nnx.Conv(fan_in, out, (kernel, kernel), strides=(strides, strides),
-                  padding=common.symmetric_padding(pad), use_bias=False,
-                  kernel_init=_CONV_INIT, rngs=rngs)
+  return common.conv_layer(fan_in, out, (kernel, kernel),
+                           strides=(strides, strides),
+                           padding=common.symmetric_padding(pad), use_bias=False,
+                           kernel_init=_CONV_INIT, rngs=rngs)
 
 
 def _norm(features, rngs):

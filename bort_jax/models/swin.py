@@ -181,7 +181,7 @@ class SwinTransformer(nnx.Module):
           f"image_size / patch_size = {resolution} must be divisible by "
           f"2**{len(depths) - 1} for {len(depths)} stages of patch merging.")
     dim = num_heads[0] * common.scale_width(_HEAD_DIM, width_multiplier)
-    self.patch_embed = nnx.Conv(
+    self.patch_embed = common.conv_layer(
         self.in_channels, dim, (patch_size, patch_size),
         strides=(patch_size, patch_size), padding="VALID", rngs=rngs)
     self.patch_norm = transformer.layer_norm(dim, rngs)

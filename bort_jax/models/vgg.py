@@ -49,7 +49,7 @@ class VGG(common.ConvClassifier):
     widths = [common.scale_width(w, width_multiplier)
               for w, n in zip(_STAGE_WIDTHS, convs_per_stage) for _ in range(n)]
     for name, width in zip(self.layer_names, widths):
-      setattr(self, name, nnx.Conv(
+      setattr(self, name, common.conv_layer(
           fan_in, width, (3, 3), padding=common.symmetric_padding(1),
           kernel_init=_CONV_INIT, rngs=rngs))
       fan_in = width

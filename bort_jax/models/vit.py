@@ -56,7 +56,7 @@ class VisionTransformer(nnx.Module):
                        f"patch_size {patch_size}.")
     dim = num_heads * common.scale_width(_HEAD_DIM, width_multiplier)
     num_tokens = (image_size // patch_size) ** 2 + 1
-    self.patch_embed = nnx.Conv(
+    self.patch_embed = common.conv_layer(
         self.in_channels, dim, (patch_size, patch_size),
         strides=(patch_size, patch_size), padding="VALID", rngs=rngs)
     self.cls_token = nnx.Param(
