@@ -104,6 +104,23 @@ def test_restored_state_yields_identical_next_batches(augment):
   assert original.get_state() == restored.get_state() == {**state, "epoch": 1, "step": 2}
 
 
+def test_one_process_state_restores_every_process_of_the_run(indexed_dir):
+  kwargs = dict(split="train", batch_size=5, train=True, seed=3, process_count=2)
+  shards = [data.load(indexed_dir, process_index=p, **kwargs) for p in range(2)]
+  for _ in range(6):  # 4 steps per epoch: into the second epoch
+    for shard in shards:
+      next(shard)
+  saved = json.loads(json.dumps(shards[0].get_state()))  # what a checkpoint keeps
+  resumed = data.load(indexed_dir, process_index=1, **kwargs)
+  resumed.set_state(saved)
+  for _ in range(3):
+    np.testing.assert_array_equal(next(resumed)["label"], next(shards[1])["label"])
+  other_count = data.load(indexed_dir, process_index=0, split="train", batch_size=5,
+                          train=True, seed=3, process_count=1)
+  with pytest.raises(ValueError, match="process_count=2"):
+    other_count.set_state(saved)
+
+
 def test_set_state_rejects_a_state_from_another_setup():
   it = data.load("digits", split="train", batch_size=64, train=True, seed=0)
   state = it.get_state()

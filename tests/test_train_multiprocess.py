@@ -1,6 +1,8 @@
-"""Two local processes (jax.distributed, CPU/gloo) train like one process."""
+"""Two local processes (jax.distributed, CPU/gloo) train like one process,
+also across a stop and a resume from their shared checkpoint."""
 
 import importlib
+import json
 import os
 import pathlib
 import subprocess
@@ -24,9 +26,10 @@ OVERRIDES = {"batch_size": 16, "eval_batch_size": 120, "num_train_steps": 2,
              "momentum": 0.9, "progress": False, "log_every_steps": 1}
 
 
-def launch(process_id, port, workdir):
+def launch(process_id, port, workdir, num_train_steps):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
-  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  overrides = dict(OVERRIDES, num_train_steps=num_train_steps)
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
   return subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
@@ -58,10 +61,10 @@ def single_process_params(config):
   return jax.device_get(state.params)
 
 
-def test_two_processes_train_like_one(tmp_path):
+def run_two_processes(workdir, num_train_steps):
   portpicker = pytest.importorskip("portpicker")
   port = portpicker.pick_unused_port()
-  workers = [launch(p, port, tmp_path) for p in range(2)]
+  workers = [launch(p, port, workdir, num_train_steps) for p in range(2)]
   try:
     outputs = [w.communicate(timeout=240)[0] for w in workers]
   finally:
@@ -70,6 +73,19 @@ def test_two_processes_train_like_one(tmp_path):
         worker.kill()
   for worker, output in zip(workers, outputs):
     assert worker.returncode == 0, output[-3000:]
+
+
+def test_two_processes_stop_resume_and_train_like_one(tmp_path):
+  # Step 1, stop (checkpoint), then both processes resume to step 2: the
+  # optimizer's momentum, the RNG and each process's data position (the
+  # iterator state process 0 saved, the same on every process) carry over.
+  run_two_processes(tmp_path, num_train_steps=1)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit()) == ["1"]
+  run_two_processes(tmp_path, num_train_steps=2)
+  records = [json.loads(line) for line in
+             (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records if "train_loss" in r] == [1, 2]
 
   config = importlib.import_module(
       "experiments.configs.digits_lenet_bort_sgd").get_config()

@@ -77,18 +77,22 @@ class DataIterator:
   # ------------------------------------------------------------------------- state
 
   def get_state(self):
-    """JSON-serialisable position: the next batch is step `step` of epoch `epoch`."""
+    """JSON-serialisable position: the next batch is step `step` of epoch `epoch`.
+
+    Every process of a run steps in lockstep through equal-sized shards, so the
+    position is the same on all of them: one process's state (what a
+    checkpoint stores) restores every process of the same `process_count`.
+    """
     return {"version": STATE_VERSION, "epoch": self._epoch, "step": self._step,
             "seed": self.seed, "num_examples": self.num_examples,
-            "batch_size": self.batch_size, "process_index": self.process_index,
-            "process_count": self.process_count}
+            "batch_size": self.batch_size, "process_count": self.process_count}
 
   def set_state(self, state):
     """Restores a `get_state()` dict; raises ValueError if it belongs to another setup."""
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
       raise ValueError(f"iterator state must be a dict from get_state() with version "
                        f"{STATE_VERSION}, got {state!r}")
-    for key in ("seed", "num_examples", "batch_size", "process_index", "process_count"):
+    for key in ("seed", "num_examples", "batch_size", "process_count"):
       if state.get(key) != getattr(self, key):
         raise ValueError(f"iterator state has {key}={state.get(key)!r} but this iterator "
                          f"has {key}={getattr(self, key)!r}; the state belongs to another "
