@@ -1,0 +1,307 @@
+"""bort_jax against a PyTorch Bort-S on the same accelerator, same models.
+
+The authors released Bort as a PyTorch optimizer that walks the parameters
+in Python and updates each weight eagerly. ``TorchBortSGD`` below is that
+algorithm written from the paper (Eq. 11, ``Δ = (W Wᵀ − I) W`` for every
+conv/linear weight, then SGD with weight decay and momentum), the Gram taken
+on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
+(or the CPU), for ACNN-Small (Table 4, MNIST, paper width) and ResNet50:
+
+1. ``correction``: the same random conv5 kernel through ``bort_jax`` and the
+   PyTorch formula at full float32 precision; prints the largest difference.
+2. ``optimizer``: one optimizer step over the model's parameters (random
+   gradients): ``bort_jax.bort_sgd`` (jitted, donated) vs ``TorchBortSGD``.
+3. ``train``: a whole training step (forward, backward, optimizer; cross
+   entropy, random data) with SGD and with Bort-S: the ``bort_jax.train``
+   step vs ``torchvision``/an ``nn.Sequential`` ACNN-Small with
+   ``torch.optim.SGD`` / ``TorchBortSGD``, channels-last, TF32 allowed in
+   both (JAX's default precision on GPUs).
+
+    python -m experiments.bench_torch [--models acnn_small_mnist,resnet50]
+        [--steps 20] [--json out.json]
+
+Needs ``torch`` (and ``torchvision`` for ResNet50), which ``requirements.txt``
+does not install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import bort_jax
+from experiments import bench_train
+from experiments.configs import recipes
+
+PARTS = ("correction", "optimizer", "train")
+
+# model: (bench config, image shape HWC, batch size)
+SETUPS = {
+    "acnn_small_mnist": (lambda opt: recipes.table1("mnist", "acnn_small", opt),
+                         (28, 28, 1), 256),
+    "resnet50": (lambda opt: recipes.imagenet("resnet50", opt),
+                 (224, 224, 3), 128),
+}
+
+
+def torch_model(name: str):
+  import torch  # pylint: disable=g-import-not-at-top
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  if name == "resnet50":
+    import torchvision  # pylint: disable=g-import-not-at-top
+    return torchvision.models.resnet50(num_classes=1000)
+  if name == "acnn_small_mnist":
+    layers, fan_in = [], 1
+    for spec in bort_jax.models.acnn.ACNN_SMALL_MNIST:
+      layers.append(nn.Conv2d(fan_in, spec.features, spec.kernel_size,
+                              spec.strides, spec.padding))
+      if spec.relu:
+        layers.append(nn.ReLU())
+      fan_in = spec.features
+    return nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+                         nn.Linear(fan_in, 10))
+  raise ValueError(f"no PyTorch model for {name!r}; have {sorted(SETUPS)}.")
+
+
+def torch_bort_sgd_class():
+  import torch  # pylint: disable=g-import-not-at-top
+
+  class TorchBortSGD(torch.optim.Optimizer):
+    """SGD on ``g + λ·Δ(W) + wd·W`` for weights with ≥ 2 dims (Eq. 11), the
+    authors' per-parameter eager loop; ``g + wd·W`` for the others."""
+
+    def __init__(self, params, lr, lam, weight_decay=0.0, momentum=0.0):
+      super().__init__(params, dict(lr=lr, lam=lam, weight_decay=weight_decay,
+                                    momentum=momentum))
+
+    @staticmethod
+    def correction(weight):
+      w = weight.reshape(weight.shape[0], -1)
+      if w.shape[0] <= w.shape[1]:
+        delta = (w @ w.T) @ w - w
+      else:
+        delta = w @ (w.T @ w) - w
+      return delta.reshape(weight.shape)
+
+    @torch.no_grad()
+    def step(self):
+      for group in self.param_groups:
+        for p in group["params"]:
+          if p.grad is None:
+            continue
+          d_p = p.grad.add(p, alpha=group["weight_decay"])
+          if p.dim() >= 2 and group["lam"]:
+            d_p.add_(self.correction(p), alpha=group["lam"])
+          if group["momentum"]:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+              state["momentum_buffer"] = d_p.clone()
+            else:
+              state["momentum_buffer"].mul_(group["momentum"]).add_(d_p)
+            d_p = state["momentum_buffer"]
+          p.add_(d_p, alpha=-group["lr"])
+
+  return TorchBortSGD
+
+
+def _torch_device():
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _torch_sync():
+  import torch  # pylint: disable=g-import-not-at-top
+  if torch.cuda.is_available():
+    torch.cuda.synchronize()
+
+
+def _timed(run_steps, steps: int, repeats: int, sync) -> list[float]:
+  run_steps(2)
+  sync()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run_steps(steps)
+    sync()
+    times.append((time.perf_counter() - start) / steps)
+  return times
+
+
+def check_correction() -> dict:
+  """bort_jax's Δ of a conv5-shaped kernel vs the PyTorch formula, float32
+  at full precision on both sides."""
+  import torch  # pylint: disable=g-import-not-at-top
+  kernel = np.asarray(jax.random.normal(jax.random.key(0), (3, 3, 864, 2592))
+                      / np.sqrt(3 * 3 * 864), np.float32)
+  with jax.default_matmul_precision("highest"):
+    ours = np.asarray(jax.jit(bort_jax.bort_correction)(jnp.asarray(kernel)))
+  torch.backends.cuda.matmul.allow_tf32 = False
+  weight = torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()).to(
+      _torch_device())
+  theirs = torch_bort_sgd_class().correction(weight).cpu().numpy()
+  theirs = theirs.transpose(2, 3, 1, 0)
+  scale = float(np.abs(theirs).max())
+  return {"max_abs_diff": float(np.abs(ours - theirs).max()),
+          "max_abs_value": scale,
+          "relative": float(np.abs(ours - theirs).max()) / scale}
+
+
+def torch_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
+  """Seconds per ``TorchBortSGD.step()`` over ``name``'s parameters."""
+  import torch  # pylint: disable=g-import-not-at-top
+  config = SETUPS[name][0]("bort_sgd")
+  model = torch_model(name).to(_torch_device())
+  params = list(model.parameters())
+  for p in params:
+    p.grad = torch.randn_like(p) * 1e-3
+  optimizer = torch_bort_sgd_class()(
+      params, lr=config.learning_rate, lam=config.lam,
+      weight_decay=config.weight_decay, momentum=config.momentum)
+
+  def run_steps(n):
+    for _ in range(n):
+      optimizer.step()
+
+  times = _timed(run_steps, steps, repeats, _torch_sync)
+  del model, params, optimizer
+  if torch.cuda.is_available():
+    torch.cuda.empty_cache()
+  return times
+
+
+def jax_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
+  """Seconds per jitted, donated ``bort_jax.bort_sgd`` step over ``name``'s
+  parameters."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  config = SETUPS[name][0]("bort_sgd")
+  model = bort_jax.models.create(
+      config.model, num_classes=config.num_classes, rngs=nnx.Rngs(0),
+      **dict(config.model_overrides))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
+  tx = bort_jax.bort_sgd(config.learning_rate, config.lam,
+                         momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+
+  def update(params, opt_state, grads):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  update = jax.jit(update, donate_argnums=(0, 1))
+  carry = [params, tx.init(params)]
+
+  def run_steps(n):
+    for _ in range(n):
+      carry[0], carry[1] = update(carry[0], carry[1], grads)
+
+  return _timed(run_steps, steps, repeats, lambda: jax.block_until_ready(carry))
+
+
+def bench_optimizer_step(name: str, steps: int, repeats: int) -> dict:
+  torch_times = torch_optimizer_seconds(name, steps, repeats)
+  jax_times = jax_optimizer_seconds(name, steps, repeats)
+  return {"model": name, "torch_ms": 1e3 * min(torch_times),
+          "jax_ms": 1e3 * min(jax_times),
+          "speedup": min(torch_times) / min(jax_times)}
+
+
+def bench_train_step(name: str, optimizer: str, steps: int, repeats: int
+                     ) -> dict:
+  import torch  # pylint: disable=g-import-not-at-top
+  make_config, image_shape, batch_size = SETUPS[name]
+  config = make_config(optimizer)
+  config.batch_size = batch_size
+  device = _torch_device()
+  model = torch_model(name).to(device).to(memory_format=torch.channels_last)
+  h, w, c = image_shape
+  images = torch.randn(batch_size, c, h, w, device=device).to(
+      memory_format=torch.channels_last)
+  labels = torch.randint(0, config.num_classes, (batch_size,), device=device)
+  if optimizer == "bort_sgd":
+    torch_optimizer = torch_bort_sgd_class()(
+        model.parameters(), lr=config.learning_rate, lam=config.lam,
+        weight_decay=config.weight_decay, momentum=config.momentum)
+  else:
+    torch_optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.learning_rate, momentum=config.momentum,
+        weight_decay=config.weight_decay)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def torch_steps(n):
+    for _ in range(n):
+      torch_optimizer.zero_grad(set_to_none=True)
+      loss_fn(model(images), labels).backward()
+      torch_optimizer.step()
+
+  torch_times = _timed(torch_steps, steps, repeats, _torch_sync)
+  del model, torch_optimizer, images, labels
+  if torch.cuda.is_available():
+    torch.cuda.empty_cache()
+
+  jax_times, _ = bench_train.time_steps(
+      *bench_train.build_step(config, "gemm", image_shape), steps, repeats)
+  return {"model": name, "optimizer": optimizer, "batch_size": batch_size,
+          "torch_images_per_sec": batch_size / min(torch_times),
+          "jax_images_per_sec": batch_size / min(jax_times),
+          "torch_ms_median": 1e3 * statistics.median(torch_times),
+          "jax_ms_median": 1e3 * statistics.median(jax_times),
+          "speedup": min(torch_times) / min(jax_times)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--models", default="acnn_small_mnist,resnet50")
+  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--parts", default=",".join(PARTS))
+  parser.add_argument("--json", default=None)
+  args = parser.parse_args()
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ModuleNotFoundError:
+    parser.error("needs PyTorch, which requirements.txt does not install: "
+                 "pip install torch torchvision")
+  names = bench_train.comma_list(parser, args.models, SETUPS, "models")
+  parts = bench_train.comma_list(parser, args.parts, PARTS, "parts")
+  env = {"jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()],
+         "torch": torch.__version__,
+         "torch_device": (torch.cuda.get_device_name()
+                          if torch.cuda.is_available() else "cpu")}
+  print(json.dumps(env), flush=True)
+  results = {"env": env}
+
+  def record(key, fn, *fn_args):
+    try:
+      value = fn(*fn_args)
+    except Exception as error:  # pylint: disable=broad-except
+      value = {"error": f"{type(error).__name__}: {error}"}
+    results.setdefault(key, []).append(value)
+    print(key, json.dumps(value), flush=True)
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+
+  if "correction" in parts:
+    record("correction", check_correction)
+  # TF32 in PyTorch's matmuls and convs, as JAX's default precision on GPUs.
+  torch.backends.cuda.matmul.allow_tf32 = True
+  torch.backends.cudnn.allow_tf32 = True
+  torch.backends.cudnn.benchmark = True
+  for name in names:
+    if "optimizer" in parts:
+      record("optimizer", bench_optimizer_step, name, args.steps, args.repeats)
+    if "train" in parts:
+      for optimizer in ("sgd", "bort_sgd"):
+        record("train", bench_train_step, name, optimizer, args.steps,
+               args.repeats)
+
+
+if __name__ == "__main__":
+  main()
