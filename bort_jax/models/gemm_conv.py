@@ -1,14 +1,18 @@
 """Convolution lowered to one matrix product (im2col), for XLA:CPU.
 
 XLA:CPU runs ``lax.conv_general_dilated`` and, above all, its two backward
-convolutions well below its matmul rate for the shapes of these models
-(``experiments/bench_train.py``; BENCHMARKS.md): on 2 cores ACNN-Small's conv5
-(3×3, 864 → 2592 channels on a 6×6 map) trains at 80 GFLOP/s as a convolution
-and at 127 as a matmul, the GEMM rate being about 130. Written as patches
-times kernel, the forward pass and both gradients are plain matrix products:
+convolutions well below its matmul rate for most shapes of these models.
+Written as patches times kernel, the forward pass and both gradients are plain
+matrix products:
 
     patches[b, p, (i, j, c)] = x_padded[b, s·p + d·(i, j), c]
     y = patches @ W.reshape(kh·kw·c_in, c_out)
+
+``python -m experiments.bench_conv`` times both per layer (BENCHMARKS.md): on
+2 cores, ACNN-Small's conv5 (3×3, 864 → 2592 channels on a 6×6 map) trains at
+96 GFLOP/s as a convolution and 129 as a matmul (the GEMM rate being 126);
+ResNet50's convs gain 1.3–3.5×, except the 3×3 at 56×56×64 (0.9×). The
+patches take ``kh·kw`` times the input's memory.
 
 ``conv_general_dilated`` has the signature of ``lax.conv_general_dilated`` and
 is what every conv of ``bort_jax.models`` passes to ``nnx.Conv``: on the CPU
