@@ -69,6 +69,46 @@ def test_real_tfds_array_record_files_decode_to_what_was_written(split):
                              rtol=1e-6, atol=1e-6)
 
 
+def test_real_tfds_imagenet_jpegs_decode_at_their_own_sizes_with_their_labels():
+  """A real prepared tfds imagenet2012 (JPEG in ArrayRecord, written by tfds's
+  builder from manual-download tars) read without TensorFlow, then through the
+  eval (resize + centre crop) and train (crop, flip, RandAugment) pipelines."""
+  pytest.importorskip("tensorflow_datasets")
+  from bort_jax.data import sources
+  from make_tfds_fixture import FIXTURE_DIR, IMAGENET_TRAIN, IMAGENET_VALIDATION
+  for split, rows in (("train", IMAGENET_TRAIN), ("validation", IMAGENET_VALIDATION)):
+    source = sources.make_source("imagenet2012", split, data_dir=str(FIXTURE_DIR))
+    assert source.num_examples == len(rows) and source.num_classes == 1000
+    assert source.image_shape is None  # sizes vary
+    images, labels = source.read(np.arange(source.num_examples))
+    by_size = {size: (label, rgb) for _, _, label, size, rgb in rows}
+    assert sorted(image.shape[:2] for image in images) == sorted(by_size)
+    for image, label in zip(images, labels):
+      want_label, rgb = by_size[image.shape[:2]]
+      assert image.dtype == np.uint8 and image.shape[2] == 3
+      assert label == want_label
+      np.testing.assert_allclose(image.reshape(-1, 3).mean(0), rgb, atol=3)
+
+  evaluation = data.load("imagenet2012", split="validation", batch_size=4, train=False,
+                         image_size=32, data_dir=str(FIXTURE_DIR))
+  (batch,) = list(evaluation)
+  assert batch["image"].shape == (4, 32, 32, 3) and batch["mask"].all()
+  mean, std = np.asarray(source.mean), np.asarray(source.std)
+  colours = {label: rgb for _, _, label, _, rgb in IMAGENET_VALIDATION}
+  for image, label in zip(batch["image"], batch["label"]):
+    want = (np.asarray(colours[int(label)]) - mean) / std
+    np.testing.assert_allclose(image.reshape(-1, 3).mean(0), want, atol=0.05)
+
+  train = data.load("imagenet2012", split="train", batch_size=3, train=True,
+                    image_size=32, data_dir=str(FIXTURE_DIR),
+                    augment={"random_resized_crop": True, "flip": True,
+                             "rand_augment": "rand-m9-mstd0.5"})
+  first = next(train)
+  assert first["image"].shape == (3, 32, 32, 3) and first["image"].dtype == np.float32
+  assert np.isfinite(first["image"]).all()
+  assert set(first["label"].tolist()) <= {0, 1}
+
+
 def test_missing_tfds_dataset_raises_one_clear_error(tmp_path):
   with pytest.raises(data.DatasetNotFoundError) as info:
     data.load("mnist", split="train", batch_size=2, train=True, data_dir=str(tmp_path))
