@@ -22,6 +22,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments.bench_optimizer
+	$(BIN)/python -m experiments.bench_train
+	$(BIN)/python -m experiments.bench_conv
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

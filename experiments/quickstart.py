@@ -44,6 +44,10 @@ def run_config(config, model: str, optimizer: str) -> ml_collections.ConfigDict:
   return run
 
 
+def _show(value) -> str:
+  return repr(value) if isinstance(value, str) else f"{value:g}"
+
+
 def recipe_lines(config) -> list[str]:
   """How this config departs from the paper's Table 1 recipe, line by line."""
   paper = quickstart_config.PAPER_RECIPE
@@ -53,7 +57,8 @@ def recipe_lines(config) -> list[str]:
                 "lr_schedule", "weight_decay", "lam", "momentum"):
     here = train[field]
     same = "unchanged" if here == paper[field] else "scaled"
-    lines.append(f"`{field}`: paper {paper[field]!r}, here {here!r} ({same})")
+    lines.append(f"`{field}`: paper {_show(paper[field])}, here {_show(here)} "
+                 f"({same})")
   if train.num_train_steps > 0:
     lines.append(f"`num_train_steps`: {train.num_train_steps} (overrides "
                  "num_epochs)")
