@@ -2,6 +2,8 @@
 convolution in value and both gradients, covers what it claims and hands the
 rest to lax, and the models use it on CPU without changing their outputs."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,7 +79,7 @@ def test_dispatch_takes_gemm_path_on_cpu_and_falls_back_otherwise():
   w = jnp.ones((3, 3, 4, 4))
   nhwc = ("NHWC", "HWIO", "NHWC")
   covered = _primitives(lambda a, b: gemm_conv.conv_general_dilated(
-      a, b, (1, 1), "SAME", dimension_numbers=nhwc), x, w)
+      a, b, (1, 1), "SAME", dimension_numbers=nhwc, min_flops=0), x, w)
   # Only the CPU backend takes the matmul path; GPU/TPU keep XLA's conv.
   assert ("conv_general_dilated" not in covered) == on_cpu
   assert ("dot_general" in covered) == on_cpu
@@ -89,11 +91,26 @@ def test_dispatch_takes_gemm_path_on_cpu_and_falls_back_otherwise():
   }
   for name, (lhs, rhs, kwargs) in fallbacks.items():
     fn = lambda a, b, kw=kwargs: gemm_conv.conv_general_dilated(
-        a, b, (1, 1), ((1, 1), (1, 1)), **kw)
+        a, b, (1, 1), ((1, 1), (1, 1)), min_flops=0, **kw)
     assert "conv_general_dilated" in _primitives(fn, lhs, rhs), name
     np.testing.assert_array_equal(
         fn(lhs, rhs),
         lax.conv_general_dilated(lhs, rhs, (1, 1), ((1, 1), (1, 1)), **kwargs))
+
+
+def test_small_convs_keep_xla_convolution_below_min_flops():
+  nhwc = ("NHWC", "HWIO", "NHWC")
+  conv = lambda a, b: gemm_conv.conv_general_dilated(
+      a, b, (1, 1), "SAME", dimension_numbers=nhwc)
+  kernel = jax.ShapeDtypeStruct((3, 3, 64, 64), jnp.float32)
+  # 2·1·32²·3·3·64·64 = 75 MFLOP < MIN_FLOPS; 2·1·64²·… = 302 MFLOP above it.
+  small = _primitives(conv, jax.ShapeDtypeStruct((1, 32, 32, 64), jnp.float32),
+                      kernel)
+  large = _primitives(conv, jax.ShapeDtypeStruct((1, 64, 64, 64), jnp.float32),
+                      kernel)
+  assert gemm_conv.MIN_FLOPS == 1e8
+  assert "conv_general_dilated" in small
+  assert ("conv_general_dilated" not in large) == (jax.default_backend() == "cpu")
 
 
 def test_gemm_conv_errors_name_the_shapes():
@@ -120,6 +137,10 @@ def test_models_give_the_same_outputs_and_gradients_with_either_lowering(
   def loss_and_grads(m):
     return nnx.value_and_grad(lambda m: jnp.sum(m(x) ** 2))(m)
 
+  # These narrow models are below MIN_FLOPS: XLA's convolution by default.
+  assert "conv_general_dilated" in _primitives(lambda inputs: model(inputs), x)
+  gemm_conv.set_lowering(model, functools.partial(
+      gemm_conv.conv_general_dilated, min_flops=0))
   primitives = _primitives(lambda inputs: model(inputs), x)
   assert ("conv_general_dilated" not in primitives) == (
       jax.default_backend() == "cpu")

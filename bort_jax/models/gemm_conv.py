@@ -14,12 +14,18 @@ matrix products:
 ResNet50's convs gain 1.3–3.5×, except the 3×3 at 56×56×64 (0.9×). The
 patches take ``kh·kw`` times the input's memory.
 
+The price is compile time: the k² slices and, in the backward pass, their
+transposes make XLA compile each such conv 0.3–0.7 s longer (2 cores), which
+only pays when the conv is large. A conv of F forward FLOPs saves roughly
+F·2e-11 s per training step here, so below ``MIN_FLOPS`` = 1e8 (about 2 ms
+saved per step, 250 steps to win back the compile) XLA's convolution is kept.
+
 ``conv_general_dilated`` has the signature of ``lax.conv_general_dilated`` and
 is what every conv of ``bort_jax.models`` passes to ``nnx.Conv``: on the CPU
-backend it takes this path for the cases it covers (channels-last layouts,
-no input dilation, one feature group), and everywhere else, on GPU and TPU
-included, it is ``lax.conv_general_dilated`` itself. Parameters, their names
-and shapes are the same either way.
+backend it takes this path for the calls it covers (channels-last layouts,
+no input dilation, one feature group, at least ``min_flops``), and everywhere
+else, on GPU and TPU included, it is ``lax.conv_general_dilated`` itself.
+Parameters, their names and shapes are the same either way.
 """
 
 import functools
@@ -31,6 +37,9 @@ import numpy as np
 from jax import lax
 
 Padding = Union[str, Sequence[tuple[int, int]]]
+
+MIN_FLOPS = 1e8
+"""Forward FLOPs of one conv call below which XLA's convolution is used."""
 
 
 def _channels_last_numbers(ndim: int) -> lax.ConvDimensionNumbers:
@@ -122,17 +131,27 @@ def _patches_matmul(lhs, rhs, strides, pads, dilation, precision,
       precision=precision, preferred_element_type=preferred_element_type)
 
 
+def _forward_flops(lhs_shape, rhs_shape, window_strides) -> float:
+  # 2 · N · (output positions, padding ignored) · window · C_in · C_out.
+  positions = np.prod([max(1, n // s) for n, s in
+                       zip(lhs_shape[1:-1], window_strides)])
+  return 2.0 * lhs_shape[0] * positions * np.prod(rhs_shape)
+
+
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None,
                          feature_group_count=1, batch_group_count=1,
                          precision=None, preferred_element_type=None,
-                         out_sharding=None):
+                         out_sharding=None, *, min_flops: float = MIN_FLOPS):
   """``lax.conv_general_dilated``, taking the :func:`gemm_conv` path on the
-  CPU backend where that covers the call (see the module docstring)."""
+  CPU backend where that covers the call and the call has at least
+  ``min_flops`` forward FLOPs (see the module docstring)."""
   covered = (jax.default_backend() == "cpu"
              and _is_channels_last(dimension_numbers, lhs.shape, rhs.shape)
              and _all_ones(lhs_dilation) and feature_group_count == 1
-             and batch_group_count == 1 and out_sharding is None)
+             and batch_group_count == 1 and out_sharding is None
+             and _forward_flops(lhs.shape, rhs.shape, window_strides)
+             >= min_flops)
   if covered:
     return gemm_conv(lhs, rhs, window_strides, padding, rhs_dilation,
                      precision, preferred_element_type)

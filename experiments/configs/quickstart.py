@@ -21,8 +21,8 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
   IG, GuidedIG and XRAI's inner IG 32 steps; deletion/insertion 28 pixels
   per step (28 steps); k = 64 salient channels (16 for LeNet's conv2).
 
-Measured on 2 CPU cores: 267 s wall on a quiet machine (417 s of CPU time,
-1.5 GB peak memory); 408-669 s under a load average of 10-15 in an earlier
+Measured on 2 CPU cores: 212 s wall on a quiet machine (307 s of CPU time,
+1.3 GB peak memory); 408-669 s under a load average of 10-15 in an earlier
 session. Two runs gave identical numbers (checked in an earlier session).
 """
 
