@@ -34,6 +34,7 @@ from typing import Optional, Sequence, Union
 
 import jax
 import numpy as np
+from flax import nnx
 from jax import lax
 
 Padding = Union[str, Sequence[tuple[int, int]]]
@@ -132,7 +133,7 @@ def _patches_matmul(lhs, rhs, strides, pads, dilation, precision,
 
 
 def _forward_flops(lhs_shape, rhs_shape, window_strides) -> float:
-  # 2 · N · (output positions, padding ignored) · window · C_in · C_out.
+  # Estimate: 2 · N · (output positions, padding ignored) · window · C_in · C_out.
   positions = np.prod([max(1, n // s) for n, s in
                        zip(lhs_shape[1:-1], window_strides)])
   return 2.0 * lhs_shape[0] * positions * np.prod(rhs_shape)
@@ -166,7 +167,6 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 def set_lowering(module, lowering=conv_general_dilated) -> None:
   """Sets the function every ``nnx.Conv`` inside ``module`` convolves with,
   e.g. ``lax.conv_general_dilated`` to run XLA's convolution on CPU too."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   for _, node in nnx.iter_graph(module):
     if isinstance(node, nnx.Conv):
       node.conv_general_dilated = lowering
