@@ -13,14 +13,13 @@ both are checked equal. GFLOP/s count every tap (3 × 2·B·H'·W'·k²·C_in·C
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import numpy as np
 from jax import lax
 
 from bort_jax.models import gemm_conv
-from experiments.gemm import gemm_rate
+from experiments.gemm import gemm_rate, seconds_per_step
 
 # name: (batch, input size, C_in, C_out, kernel, stride, padding)
 LAYERS = {
@@ -58,13 +57,16 @@ def time_layer(batch, size, c_in, c_out, kernel, stride, pad, repeats):
     grad = jax.jit(jax.grad(
         lambda x, w, conv=conv: 0.5 * (conv(x, w, stride, pad) ** 2).sum(),
         argnums=(0, 1)))
-    grads[name] = jax.block_until_ready(grad(x, w))
-    times = []
-    for _ in range(repeats):
-      start = time.perf_counter()
-      jax.block_until_ready(grad(x, w))
-      times.append(time.perf_counter() - start)
-    seconds[name] = min(times)
+    grads[name] = jax.block_until_ready(grad(x, w))  # compiled here
+    last = [None]
+
+    def run_steps(count, grad=grad):
+      for _ in range(count):
+        last[0] = grad(x, w)
+
+    seconds[name] = min(seconds_per_step(
+        run_steps, 1, repeats, lambda: jax.block_until_ready(last[0]),
+        warmup=0))
   error = max(float(np.abs(a - b).max() / np.abs(b).max())
               for a, b in zip(grads["gemm"], grads["xla"]))
   return flops, seconds, error

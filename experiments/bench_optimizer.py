@@ -19,7 +19,6 @@ import argparse
 import functools
 import json
 import platform
-import time
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,7 @@ from flax import nnx
 
 import bort_jax
 from bort_jax import models
-from experiments.gemm import gemm_rate
+from experiments.gemm import gemm_rate, seconds_per_step
 
 
 def model_params(name: str):
@@ -75,15 +74,14 @@ def time_update(tx, params, repeats: int) -> float:
   grads = jax.tree.map(lambda p: 0.01 * jnp.ones_like(p), params)
   params = jax.tree.map(jnp.copy, params)
   state = tx.init(params)
-  params, state = step(params, state, grads)  # compile
-  jax.block_until_ready(params)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    params, state = step(params, state, grads)
-    jax.block_until_ready(params)
-    times.append(time.perf_counter() - start)
-  return min(times)
+  carry = [params, state]
+
+  def run_steps(count):
+    for _ in range(count):
+      carry[0], carry[1] = step(carry[0], carry[1], grads)
+
+  return min(seconds_per_step(run_steps, 1, repeats,
+                              lambda: jax.block_until_ready(carry[0])))
 
 
 def bench(name: str, repeats: int) -> dict:

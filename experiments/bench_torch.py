@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,8 +36,10 @@ import numpy as np
 import optax
 
 import bort_jax
+from bort_jax.train import state as state_lib
 from experiments import bench_train
 from experiments.configs import recipes
+from experiments.gemm import seconds_per_step
 
 PARTS = ("correction", "optimizer", "train")
 
@@ -122,18 +123,6 @@ def _torch_sync():
     torch.cuda.synchronize()
 
 
-def _timed(run_steps, steps: int, repeats: int, sync) -> list[float]:
-  run_steps(2)
-  sync()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    run_steps(steps)
-    sync()
-    times.append((time.perf_counter() - start) / steps)
-  return times
-
-
 def check_correction() -> dict:
   """bort_jax's Δ of a conv5-shaped kernel vs the PyTorch formula, float32
   at full precision on both sides."""
@@ -169,7 +158,7 @@ def torch_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
     for _ in range(n):
       optimizer.step()
 
-  times = _timed(run_steps, steps, repeats, _torch_sync)
+  times = seconds_per_step(run_steps, steps, repeats, _torch_sync, warmup=2)
   del model, params, optimizer
   if torch.cuda.is_available():
     torch.cuda.empty_cache()
@@ -181,9 +170,7 @@ def jax_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
   parameters."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   config = SETUPS[name][0]("bort_sgd")
-  model = bort_jax.models.create(
-      config.model, num_classes=config.num_classes, rngs=nnx.Rngs(0),
-      **dict(config.model_overrides))
+  model = state_lib.create_model(config)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
   tx = bort_jax.bort_sgd(config.learning_rate, config.lam,
@@ -201,7 +188,8 @@ def jax_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
     for _ in range(n):
       carry[0], carry[1] = update(carry[0], carry[1], grads)
 
-  return _timed(run_steps, steps, repeats, lambda: jax.block_until_ready(carry))
+  return seconds_per_step(run_steps, steps, repeats,
+                          lambda: jax.block_until_ready(carry), warmup=2)
 
 
 def bench_optimizer_step(name: str, steps: int, repeats: int) -> dict:
@@ -240,7 +228,8 @@ def bench_train_step(name: str, optimizer: str, steps: int, repeats: int
       loss_fn(model(images), labels).backward()
       torch_optimizer.step()
 
-  torch_times = _timed(torch_steps, steps, repeats, _torch_sync)
+  torch_times = seconds_per_step(torch_steps, steps, repeats, _torch_sync,
+                                 warmup=2)
   del model, torch_optimizer, images, labels
   if torch.cuda.is_available():
     torch.cuda.empty_cache()

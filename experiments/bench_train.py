@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import jax
 import ml_collections
@@ -39,7 +38,7 @@ from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
 from bort_jax.train import state as state_lib
 from bort_jax.train import step as step_lib
-from experiments.gemm import gemm_rate
+from experiments.gemm import gemm_rate, seconds_per_step
 
 
 def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
@@ -51,12 +50,6 @@ def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
 
 LOWERINGS = {"gemm": gemm_conv.conv_general_dilated,
              "xla": lax.conv_general_dilated}
-
-
-def _step_flops(compiled) -> float:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"])
 
 
 def build_step(config: ml_collections.ConfigDict, lowering: str,
@@ -100,16 +93,15 @@ def time_steps(train_step, state, batch, steps: int, repeats: int
                ) -> tuple[list[float], float]:
   """Seconds per step of each of ``repeats`` runs of ``steps`` steps (after one
   compiling warm-up step), and the last loss."""
-  state, metrics = train_step(state, batch)
-  jax.block_until_ready(metrics)
-  step_times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = train_step(state, batch)
-    jax.block_until_ready(metrics)
-    step_times.append((time.perf_counter() - start) / steps)
-  return step_times, float(metrics["loss"])
+  carry = {"state": state}
+
+  def run_steps(count):
+    for _ in range(count):
+      carry["state"], carry["metrics"] = train_step(carry["state"], batch)
+
+  step_times = seconds_per_step(
+      run_steps, steps, repeats, lambda: jax.block_until_ready(carry["metrics"]))
+  return step_times, float(carry["metrics"]["loss"])
 
 
 def time_step(optimizer: str, lowering: str, batch_size: int, steps: int,

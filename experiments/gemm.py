@@ -1,9 +1,29 @@
-"""The machine's float32 matmul rate: the baseline every benchmark divides by."""
+"""The machine's float32 matmul rate, the baseline every benchmark divides by,
+and the timer every benchmark measures with."""
 
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+
+
+def seconds_per_step(run_steps: Callable[[int], None], steps: int,
+                     repeats: int, sync: Callable[[], None],
+                     warmup: int = 1) -> list[float]:
+  """Seconds per step of each of ``repeats`` timed ``run_steps(steps)``, after
+  ``run_steps(warmup)`` (compilation; none if 0); ``sync()`` waits for the
+  device before the clock is read."""
+  if warmup:
+    run_steps(warmup)
+    sync()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run_steps(steps)
+    sync()
+    times.append((time.perf_counter() - start) / steps)
+  return times
 
 
 def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
@@ -11,10 +31,12 @@ def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   matmul = jax.jit(jnp.matmul)
-  jax.block_until_ready(matmul(a, b))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(matmul(a, b))
-    times.append(time.perf_counter() - start)
+  last = [None]
+
+  def run_steps(count):
+    for _ in range(count):
+      last[0] = matmul(a, b)
+
+  times = seconds_per_step(run_steps, 1, repeats,
+                           lambda: jax.block_until_ready(last[0]))
   return 2 * n ** 3 / min(times)
