@@ -7,6 +7,9 @@ leaves named ``kernel``), so ``sgd`` vs ``bort_sgd`` differ only by ``λΔ(W)``
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 import bort_jax
@@ -42,6 +45,24 @@ def learning_rate_schedule(config, steps_per_epoch: int,
     return after_warmup
   warmup = optax.linear_schedule(0.0, peak, transition_steps=warmup_steps)
   return optax.join_schedules([warmup, after_warmup], [warmup_steps])
+
+
+def check_schedules(schedules: dict, total_steps: int) -> None:
+  """Evaluates each named schedule at every step of the run, before training.
+
+  Raises ``ValueError`` naming the schedule, the first step and the value
+  where it is NaN, infinite or negative (a learning rate or λ must be a
+  finite number >= 0 at every step, Eq. 10).
+  """
+  steps = jnp.arange(total_steps)
+  for name, schedule in schedules.items():
+    values = np.asarray(jax.jit(jax.vmap(schedule))(steps))
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+      first = int(np.argmax(bad))
+      raise ValueError(f"the {name} schedule is {values[first]} at step "
+                       f"{first} (of {total_steps}); it must be finite and "
+                       f">= 0 at every step.")
 
 
 def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
