@@ -183,10 +183,12 @@ def test_sigint_saves_at_the_next_step_and_resumes(tmp_path, monkeypatch):
 
 
 def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
-  # --config.model_overrides.width_multiplier: a key the config lacks.
+  # --config.model_overrides.width_multiplier: a key the config lacks;
+  # a Bort mode and amplitude other than the defaults.
   command = [sys.executable, "-m", "experiments.train",
              f"--config={CONFIG_FILE}", f"--workdir={tmp_path}",
              "--config.model_overrides.width_multiplier=0.5",
+             "--config.bort_mode=l1-row", "--config.bort_amplitude=ada",
              "--config.batch_size=16", "--config.eval_batch_size=120",
              "--config.num_train_steps=100000", "--config.progress=False"]
   # 8 devices as in this process: the compiled steps come from the cache.
@@ -218,6 +220,7 @@ def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["model_overrides"] == {"in_channels": 1,
                                       "width_multiplier": 0.5}
+  assert (saved["bort_mode"], saved["bort_amplitude"]) == ("l1-row", "ada")
   assert not (tmp_path / "lock").exists()
 
 
@@ -258,6 +261,32 @@ def test_resume_keeps_one_record_per_step_and_the_config_history(
 
 
 # ---------------------------------------------------------- config schema
+
+
+@pytest.mark.parametrize("name", ["bort_sgd", "bort_adamw", "bort_lamb"])
+def test_config_bort_mode_and_amplitude_reach_the_optimizer(name):
+  config = tiny(optimizer=name, bort_mode="l1-row", bort_amplitude="ada",
+                momentum=0.0, lam=0.3, weight_decay=0.0)
+  params = {"conv": {"kernel": jax.random.normal(jax.random.key(0),
+                                                 (3, 3, 2, 4))}}
+  grads = jax.tree.map(lambda x: 0.1 * x, params)
+
+  def update(transform):
+    return transform.update(grads, transform.init(params), params)[0]
+
+  alias = getattr(bort_jax, name)
+  extra = {"momentum": 0.0} if name == "bort_sgd" else {}
+  expected = update(alias(0.01, 0.3, mode="l1-row", amplitude="ada",
+                          weight_decay=0.0, **extra))
+  got = update(optimizers.create_optimizer(config, 0.01))
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  default = update(alias(0.01, 0.3, weight_decay=0.0, **extra))
+  assert not np.allclose(got["conv"]["kernel"], default["conv"]["kernel"])
+  config.optimizer = name[len("bort_"):]
+  config.lam = 0.0
+  with pytest.raises(ValueError, match="'bort_mode': 'l1-row'"):
+    optimizers.create_optimizer(config, 0.01)
+
 
 
 def test_one_schema_refuses_unknown_and_missing_fields():
