@@ -78,6 +78,21 @@ def test_divergence_never_checkpoints_nan_and_names_the_step(tmp_path):
   assert model is not None
 
 
+def test_checkpointer_refuses_a_nonfinite_state(tmp_path):
+  checkpointer = checkpoint_lib.Checkpointer(tmp_path, every_steps=1)
+  state = {"params": {"kernel": np.ones((2, 3), np.float32)},
+           "opt_state": {"trace": np.ones(3, np.float32)},
+           "count": np.int32(1)}
+  checkpointer.save(1, state, {})
+  state["opt_state"]["trace"][1] = np.inf
+  with pytest.raises(train.DivergenceError,
+                     match=r"at step 2 \(NaN/inf in \['opt_state'\]\['trace"
+                     r"'\]\).*" + str(tmp_path / "1")):
+    checkpointer.save(2, state, {})
+  assert checkpointer.latest_step() == 1 and not (tmp_path / "2").exists()
+  checkpointer.close()
+
+
 def test_nan_lam_and_bad_schedules_are_refused_before_training(tmp_path):
   with pytest.raises(ValueError, match="lam=nan"):
     train.train_and_evaluate(tiny(lam=float("nan")), tmp_path)
