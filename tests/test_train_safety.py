@@ -215,7 +215,9 @@ def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.monotonic() + 240
-    while not (tmp_path / "metrics.jsonl").exists():  # after epoch 1 (89)
+    # Signals are caught from the moment the lock is taken: the run stops
+    # at its first step boundary after this one.
+    while not (tmp_path / "lock").exists():
       assert process.poll() is None, process.communicate()
       assert time.monotonic() < deadline
       time.sleep(0.2)
@@ -229,9 +231,8 @@ def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
   message = [l for l in stderr.splitlines() if "stopped by SIGTERM" in l]
   assert message, stderr[-3000:]
   step = int(message[0].split("at step ")[1].split()[0])
-  assert 89 <= step < 100000
-  assert steps_on_disk(tmp_path)[-1] == step
-  assert all(r["step"] <= step for r in read_metrics(tmp_path))
+  assert 1 <= step < 200  # before any scheduled checkpoint
+  assert steps_on_disk(tmp_path) == [step]
   saved = json.loads((tmp_path / "config.json").read_text())
   assert saved["model_overrides"] == {"in_channels": 1,
                                       "width_multiplier": 0.5}

@@ -149,7 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   schema.check_config(config)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lock.workdir_lock(workdir):
+  # Signals are caught from the start (a pod may be stopped while compiling):
+  # the run then stops at its first step boundary.
+  with preemption.StopSignals() as stop, workdir_lock.workdir_lock(workdir):
     mesh = mesh_lib.create_mesh()
     train_iter, eval_batch, total_steps, schedule, optimizer = _prepare(
         config, mesh)
@@ -181,14 +183,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                           eval_batch)
       return _loop(config, workdir, mesh, state, train_iter, train_step,
                    evaluate_state, checkpointer, schedule, total_steps,
-                   records[-1] if records else {}, epoch_loss)
+                   records[-1] if records else {}, epoch_loss, stop)
     finally:
       checkpointer.close()
 
 
 def _loop(config, workdir, mesh, state, train_iter, train_step,
           evaluate_state, checkpointer, schedule, total_steps, record,
-          epoch_loss) -> dict:
+          epoch_loss, stop) -> dict:
   """Steps from ``state.step`` to ``total_steps``: logs, epoch records,
   checkpoints, stops on divergence or a signal. Returns the last record.
 
@@ -205,56 +207,56 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
   pending, (loss_sum, loss_count) = [], epoch_loss
   epoch_start, epoch_steps = time.perf_counter(), 0
   try:
-    with preemption.StopSignals() as stop:
-      while step < total_steps:
-        state, step_metrics = train_step(
-            state, to_global_batch(next(train_iter), mesh))
-        step += 1
-        epoch_steps += 1
-        pending.append(step_metrics["loss"])
-        is_last = step == total_steps
-        is_epoch_end = step % steps_per_epoch == 0 or is_last
-        is_checkpoint = step % config.checkpoint_every_steps == 0 or is_last
-        stopping = stop.agreed(sync_step=is_checkpoint or is_epoch_end or
-                               step % config.log_every_steps == 0)
-        if pending and (is_checkpoint or is_epoch_end or stopping or
-                        step % config.log_every_steps == 0):
-          losses = _check_losses(pending, step, schedule, checkpointer)
-          pending = []
-          loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(
-              losses)
-          images_per_sec = (epoch_steps * config.batch_size /
-                            max(time.perf_counter() - epoch_start, 1e-9))
-          writer.write_scalars(step, {
-              "train_loss": losses[-1],
-              "learning_rate": float(schedule(step - 1)),
-              "images_per_sec": images_per_sec})
-          progress.set_postfix(loss=f"{losses[-1]:.4f}",
-                               img_s=f"{images_per_sec:.0f}")
-        progress.update(1)
-        if is_epoch_end:
-          record = {"step": step, "epoch": step / steps_per_epoch,
-                    "train_loss": loss_sum / max(loss_count, 1),
-                    "images_per_sec": images_per_sec,
-                    **evaluate_state(state),
-                    "orthogonality": metrics_lib.summarize_orthogonality(
-                        to_host(orthogonality(state.params)))}
-          writer.write_record(record)
-          loss_sum, loss_count = 0.0, 0
-          epoch_start, epoch_steps = time.perf_counter(), 0
-        if checkpointer.should_save(step, final=is_last or stopping):
-          checkpointer.save(step, state, {
-              **train_iter.get_state(), "epoch_loss": [loss_sum, loss_count]})
-        if stopping:
-          raise preemption.TrainingInterrupted(
-              f"stopped by {stop.signal_name or 'a signal to another process'}"
-              f" at step {step} of {total_steps}; saved the checkpoint "
-              f"{checkpointer.step_dir(step)}. Run the same command again to "
-              f"resume.", step=step, signal_name=stop.signal_name)
+    while step < total_steps:
+      state, step_metrics = train_step(
+          state, to_global_batch(next(train_iter), mesh))
+      step += 1
+      epoch_steps += 1
+      pending.append(step_metrics["loss"])
+      is_last = step == total_steps
+      is_epoch_end = step % steps_per_epoch == 0 or is_last
+      is_checkpoint = step % config.checkpoint_every_steps == 0 or is_last
+      is_sync = (is_checkpoint or is_epoch_end or
+                 step % config.log_every_steps == 0)
+      stopping = stop.agreed(sync_step=is_sync) and not is_last
+      if is_sync or stopping:
+        losses = _check_losses(pending, step, schedule, checkpointer)
+        pending = []
+        loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(
+            losses)
+        images_per_sec = (epoch_steps * config.batch_size /
+                          max(time.perf_counter() - epoch_start, 1e-9))
+        writer.write_scalars(step, {
+            "train_loss": losses[-1],
+            "learning_rate": float(schedule(step - 1)),
+            "images_per_sec": images_per_sec})
+        progress.set_postfix(loss=f"{losses[-1]:.4f}",
+                             img_s=f"{images_per_sec:.0f}")
+      progress.update(1)
+      if is_epoch_end:
+        record = {"step": step, "epoch": step / steps_per_epoch,
+                  "train_loss": loss_sum / max(loss_count, 1),
+                  "images_per_sec": images_per_sec,
+                  **evaluate_state(state),
+                  "orthogonality": metrics_lib.summarize_orthogonality(
+                      to_host(orthogonality(state.params)))}
+        writer.write_record(record)
+        loss_sum, loss_count = 0.0, 0
+        epoch_start, epoch_steps = time.perf_counter(), 0
+      if checkpointer.should_save(step, final=is_last or stopping):
+        checkpointer.save(step, state, {
+            **train_iter.get_state(), "epoch_loss": [loss_sum, loss_count]})
+      if stopping:
+        raise preemption.TrainingInterrupted(
+            f"stopped by {stop.signal_name or 'a signal to another process'}"
+            f" at step {step} of {total_steps}; saved the checkpoint "
+            f"{checkpointer.step_dir(step)}. Run the same command again to "
+            f"resume.", step=step, signal_name=stop.signal_name)
   finally:
     progress.close()
     writer.close()
   return record
+
 
 def load_trained(workdir):
   """``(model, config)`` of a run: its latest checkpoint, in eval mode."""
