@@ -11,6 +11,7 @@ import os
 import pathlib
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,7 +35,14 @@ def _pip(python, *args):
 def base_venv(tmp_path_factory):
   """(python of a fresh venv with `pip install bort_jax`, the wheel)."""
   root = tmp_path_factory.mktemp("packaging")
-  _pip(sys.executable, "wheel", "--no-deps", "-w", str(root / "dist"), ".")
+  # Built from a copy, so the build leaves nothing in the checkout.
+  src = root / "src"
+  shutil.copytree(REPO / "bort_jax", src / "bort_jax",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(REPO / name, src / name)
+  _pip(sys.executable, "wheel", "--no-deps", "-w", str(root / "dist"),
+       str(src))
   wheel = next((root / "dist").glob("bort_jax-*.whl"))
   venv.create(root / "venv", with_pip=True)
   python = root / "venv" / "bin" / "python"
