@@ -1,7 +1,8 @@
 """The install: base without flax, extras that cover every import (issue 13 §1).
 
-Both tests build one wheel and make one fresh venv (pip's cache makes the base
-install ~40 s); they need PyPI or a mirror, as ``make`` does.
+The slow tests share one wheel, one fresh venv (pip's cache makes the base
+install ~40 s) and one dry-run resolution of ``bort_jax[all]`` made meanwhile;
+they need PyPI or a mirror, as ``make`` does.
 """
 
 import ast
@@ -26,14 +27,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 QUIET = ["-q", "--disable-pip-version-check", "--no-input"]
 
 
+def _pip_command(python, *args):
+  return [str(python), "-m", "pip", *QUIET, *args]
+
+
 def _pip(python, *args):
-  subprocess.run([str(python), "-m", "pip", *QUIET, *args], check=True,
-                 cwd=REPO, capture_output=True, text=True)
+  subprocess.run(_pip_command(python, *args), check=True, cwd=REPO,
+                 capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
-def base_venv(tmp_path_factory):
-  """(python of a fresh venv with `pip install bort_jax`, the wheel)."""
+def installs(tmp_path_factory):
+  """(python of a fresh venv with `pip install bort_jax`, the resolution of
+  `pip install "bort_jax[all]"` against the lock)."""
   root = tmp_path_factory.mktemp("packaging")
   # Built from a copy, so the build leaves nothing in the checkout.
   src = root / "src"
@@ -44,10 +50,21 @@ def base_venv(tmp_path_factory):
   _pip(sys.executable, "wheel", "--no-deps", "-w", str(root / "dist"),
        str(src))
   wheel = next((root / "dist").glob("bort_jax-*.whl"))
+  # The [all] resolution (a dry run: nothing installed) runs meanwhile.
+  report = root / "all.json"
+  resolving = subprocess.Popen(
+      _pip_command(sys.executable, "install", "--dry-run", "--ignore-installed",
+                   "--report", str(report), "-c", "requirements.txt",
+                   f"{wheel}[all]"),
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   venv.create(root / "venv", with_pip=True)
   python = root / "venv" / "bin" / "python"
   _pip(python, "install", "--no-compile", str(wheel))
-  return python, wheel
+  log, _ = resolving.communicate()
+  assert resolving.returncode == 0, log
+  resolved = {_normalized(i["metadata"]["name"])
+              for i in json.loads(report.read_text())["install"]}
+  return python, resolved
 
 
 BASE_SCRIPT = textwrap.dedent("""
@@ -75,8 +92,8 @@ BASE_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_base_install_runs_bort_without_flax(base_venv):
-  python, _ = base_venv
+def test_base_install_runs_bort_without_flax(installs):
+  python, _ = installs
   out = subprocess.run([str(python), "-c", BASE_SCRIPT], cwd="/",
                        capture_output=True, text=True)
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
@@ -99,14 +116,8 @@ def _normalized(name):
 
 
 @pytest.mark.slow
-def test_all_extra_covers_every_import(base_venv, tmp_path):
-  python, wheel = base_venv
-  report = tmp_path / "report.json"
-  # What `pip install ".[all]"` would install, resolved against the lock.
-  _pip(python, "install", "--dry-run", "--ignore-installed", "--report",
-       str(report), "-c", "requirements.txt", f"{wheel}[all]")
-  resolved = {_normalized(i["metadata"]["name"])
-              for i in json.loads(report.read_text())["install"]}
+def test_all_extra_covers_every_import(installs):
+  _, resolved = installs
   providers = importlib.metadata.packages_distributions()
   for module in sorted(_third_party_imports()):
     dists = {_normalized(d) for d in providers.get(module, [])}
