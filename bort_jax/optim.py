@@ -19,6 +19,10 @@ Public pieces:
   optimizer: the coupled variant).
 * :func:`bort_sgd`, :func:`bort_adamw`, :func:`bort_lamb` — Bort-S / Bort-A /
   Bort-L with the authors' placement of the term.
+* :class:`BortDimensionNumbers` and :func:`select_kernels` — which leaves are
+  kernels and how each is read as ``(fan_in, out)`` in any layout (Flax,
+  Haiku, PyTorch/Equinox, stacked layers); :mod:`bort_jax.diagnostics` reads
+  kernels through the same helper.
 """
 
 from __future__ import annotations
@@ -165,7 +169,8 @@ def _as_dimension_numbers(value) -> BortDimensionNumbers:
                        f"trailing output axes, >= 1; got {value}.")
     return BortDimensionNumbers(output_axis=tuple(range(-value, 0)))
   raise TypeError("dimension_numbers leaves must be BortDimensionNumbers, an "
-                  f"int number of trailing output axes, or None; got {value!r}.")
+                  "int number of trailing output axes, or None; got "
+                  f"{value!r}.")
 
 
 def kernel_axes(shape, dimension_numbers, name: str = "kernel"):
@@ -600,6 +605,9 @@ def bort_adamw(
 
   With ``lam=0`` this is exactly ``optax.adamw(lr, b1, b2, eps,
   weight_decay=wd, mask=default_mask)``.
+
+  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
+  :func:`add_bort_correction`.
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -627,6 +635,9 @@ def bort_lamb(
 
   With ``lam=0`` this is exactly ``optax.lamb(lr, b1, b2, eps,
   weight_decay=wd, mask=default_mask)``.
+
+  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
+  :func:`add_bort_correction`.
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

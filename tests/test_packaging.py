@@ -80,7 +80,8 @@ BASE_SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(updates["dense"]["kernel"], -3.0 * jnp.eye(3, 2))
     tx = optax.chain(bort_jax.bort(1.0), optax.sgd(0.5))
     updates2, _ = tx.update(grads, tx.init(params), params)
-    np.testing.assert_allclose(updates2["dense"]["kernel"], -3.0 * jnp.eye(3, 2))
+    np.testing.assert_allclose(updates2["dense"]["kernel"],
+                               -3.0 * jnp.eye(3, 2))
     try:
       bort_jax.models
     except ModuleNotFoundError as e:
