@@ -52,7 +52,7 @@ def create_model(config) -> nnx.Module:
                      f"it: {DROP_PATH_MODELS}.")
   return bort_jax.models.create(
       config.model, num_classes=config.num_classes, rngs=nnx.Rngs(config.seed),
-      dtype=config.get("compute_dtype", "float32"), **overrides)
+      dtype=config.compute_dtype, **overrides)
 
 
 def split_model(model: nnx.Module):
