@@ -13,13 +13,17 @@ from jax import lax
 from bort_jax import optim
 
 
-def kernel_matrix(kernel: jax.Array, n_out_axes: int = 1) -> jax.Array:
-  """The paper's ``W`` (out, fan_in) for a Flax kernel with trailing outputs."""
-  out = 1
-  for d in kernel.shape[kernel.ndim - n_out_axes:]:
-    out *= d
-  return kernel.reshape(-1, out).T.astype(jnp.promote_types(kernel.dtype,
-                                                            jnp.float32))
+def kernel_matrix(kernel: jax.Array, dimension_numbers=1) -> jax.Array:
+  """The paper's ``W`` (out, fan_in) of a kernel, in float32 or wider.
+
+  ``dimension_numbers``: an int number of trailing output axes (Flax) or a
+  :class:`bort_jax.BortDimensionNumbers`; with batch axes the result is
+  ``(batch, out, fan_in)``.
+  """
+  kernel = jnp.asarray(kernel)
+  matrix, _ = optim.matrix_view(kernel, dimension_numbers)
+  return jnp.swapaxes(matrix, -1, -2).astype(
+      jnp.promote_types(kernel.dtype, jnp.float32))
 
 
 EXACT_SPECTRUM_MAX = 256
@@ -114,51 +118,28 @@ def matrix_stats(w: jax.Array) -> dict:
   }
 
 
-def path_name(path) -> str:
-  """'layer1/conv/kernel' style name of a pytree path."""
-  parts = []
-  for key in path:
-    if isinstance(key, jax.tree_util.GetAttrKey) and key.name == "value":
-      continue  # the array inside an nnx.Variable
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
+path_name = optim.path_name  # 'layer1/conv/kernel' style name of a path
 
 
 def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   """Per selected kernel, scalars measuring Bort's constraint.
 
   Args:
-    params: a params pytree (Linen dict or ``nnx.State``).
-    mask: optax-style pytree of bools or callable; default
-      :func:`bort_jax.default_mask` (leaves named ``kernel``).
-    dimension_numbers: as in :func:`bort_jax.bort`.
+    params: a params pytree (Linen dict, ``nnx.State``, Haiku dict, ...).
+    mask, dimension_numbers: as in :func:`bort_jax.bort` (the same
+      :func:`bort_jax.optim.select_kernels` picks the kernels).
 
   Returns:
     ``{path: {"gram_diag_mean", "gram_diag_std", "gram_offdiag_abs_mean",
-    "orth_residual", "sigma_min", "sigma_max"}}`` of scalar arrays; jit-able.
+    "orth_residual", "sigma_min", "sigma_max"}}`` of scalar arrays (one value
+    per slice for kernels with batch axes); jit-able.
   """
-  mask_tree = optim.default_mask(params) if mask is None else (
-      mask(params) if callable(mask) else mask)
-  dims = optim.default_dimension_numbers(params) if dimension_numbers is None \
-      else (dimension_numbers(params) if callable(dimension_numbers)
-            else dimension_numbers)
-  leaves_with_path, _ = jax.tree_util.tree_flatten_with_path(params)
-  flat_mask = optim._aligned("mask", mask_tree, params)
-  flat_dims = optim._aligned(
-      "dimension_numbers", dims, params,
-      is_leaf=lambda x: x is None or isinstance(x, optim.BortDimensionNumbers))
   stats = {}
-  for (path, leaf), selected, dim in zip(leaves_with_path, flat_mask,
-                                         flat_dims):
-    if not selected:
-      continue
-    dim = optim._as_dimension_numbers(dim) or optim.BortDimensionNumbers(1)
-    stats[path_name(path)] = matrix_stats(kernel_matrix(leaf, dim.n_out_axes))
+  for kernel in optim.select_kernels(params, mask, dimension_numbers):
+    w = kernel_matrix(kernel.kernel, kernel.dimension_numbers)
+    # Batch axes (e.g. scanned layers): one value per slice.
+    stats[kernel.name] = (matrix_stats(w) if w.ndim == 2 else
+                          jax.vmap(matrix_stats)(w))
   return stats
 
 

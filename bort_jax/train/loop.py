@@ -18,6 +18,7 @@ import optax
 from tqdm.auto import tqdm
 
 import bort_jax
+from bort_jax import data
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import metrics as metrics_lib
@@ -39,7 +40,7 @@ def _augment(config):
 
 
 def _load(config, *, split: str, batch_size: int, train: bool):
-  return bort_jax.data.load(
+  return data.load(
       config.dataset, split=split, batch_size=batch_size, train=train,
       seed=config.seed, data_dir=config.data_dir,
       augment=_augment(config), image_size=config.image_size)
@@ -55,7 +56,7 @@ def per_process_batch(global_batch: int, mesh) -> int:
 
 def to_global_batch(batch: dict, mesh) -> dict:
   """Per-process numpy batch → global arrays sharded on the ``data`` axis."""
-  return bort_jax.data.shard_batch(batch, mesh, mesh_lib.DATA_AXIS)
+  return data.shard_batch(batch, mesh, mesh_lib.DATA_AXIS)
 
 
 def to_host(tree):

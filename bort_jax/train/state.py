@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import bort_jax
+from bort_jax import models
 from bort_jax.train import mesh as mesh_lib
 
 
@@ -50,7 +50,7 @@ def create_model(config) -> nnx.Module:
     raise ValueError(f"drop_path={config.drop_path!r} but model "
                      f"{config.model!r} has no stochastic depth; models with "
                      f"it: {DROP_PATH_MODELS}.")
-  return bort_jax.models.create(
+  return models.create(
       config.model, num_classes=config.num_classes, rngs=nnx.Rngs(config.seed),
       dtype=config.compute_dtype, **overrides)
 
