@@ -26,7 +26,7 @@ def test_sigma_matches_numpy_svd_on_both_sides_of_the_gram():
             for k, v in kernels.items()}
   dims = {"tall": {"kernel": None}, "wide": {"kernel": None},
           "conv": {"kernel": None},
-          "attn": {"kernel": bort_jax.BortDimensionNumbers(2)}}
+          "attn": {"kernel": bort_jax.BortDimensionNumbers(output_axis=(-2, -1))}}
   stats = jax.jit(lambda p: bort_jax.orthogonality_stats(
       p, dimension_numbers=dims))(params)
   for name, kernel in kernels.items():
