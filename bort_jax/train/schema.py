@@ -25,7 +25,7 @@ MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
 
 # Fields that do not change what is trained: free to differ on resume.
 OPERATIONAL_FIELDS = ("data_dir", "eval_batch_size", "checkpoint_every_steps",
-                      "log_every_steps", "progress")
+                      "log_every_steps", "progress", "diagnostics_every_epochs")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,6 +62,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.compute_dtype = "float32"
   config.checkpoint_every_steps = 1000
   config.log_every_steps = 50
+  # orthogonality_stats in the epoch record every this many epochs (and at
+  # the last step); the other records have no "orthogonality".
+  config.diagnostics_every_epochs = 1
   config.fsdp = False
   config.progress = True
   return lock(config)
@@ -104,7 +107,7 @@ def check_config(config) -> None:
                      f"fields {unknown}; a training config has exactly "
                      f"{sorted(fields)} (bort_jax.train.default_config()).")
   for name in ("batch_size", "eval_batch_size", "log_every_steps",
-               "checkpoint_every_steps"):
+               "checkpoint_every_steps", "diagnostics_every_epochs"):
     if int(config[name]) < 1:
       raise ValueError(f"{name}={config[name]!r} must be >= 1.")
   for name in ("learning_rate", "lam", "weight_decay", "momentum",
