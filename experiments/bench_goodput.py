@@ -114,7 +114,10 @@ def hooks(clock: Clock):
   finally:
     for (owner, name), original in zip(saved, originals):
       setattr(owner, name, original)
-    jax.monitoring.unregister_event_duration_listener(clock.on_event)
+    unregister = getattr(jax.monitoring,
+                         "unregister_event_duration_listener", None)
+    if unregister is not None:  # older jax: the listener stays, harmless
+      unregister(clock.on_event)
 
 
 def run(config, workdir) -> dict:
