@@ -189,6 +189,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       checkpointer.close()
 
 
+def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
+                    is_last: bool) -> bool:
+  """Whether the epoch record ending at ``step`` gets ``orthogonality_stats``:
+  every ``every_epochs``-th epoch, and always the last record."""
+  return is_last or (step // steps_per_epoch) % every_epochs == 0
+
+
 def _loop(config, workdir, mesh, state, train_iter, train_step,
           evaluate_state, checkpointer, schedule, total_steps, record,
           epoch_loss, stop) -> dict:
@@ -238,9 +245,11 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
         record = {"step": step, "epoch": step / steps_per_epoch,
                   "train_loss": loss_sum / max(loss_count, 1),
                   "images_per_sec": images_per_sec,
-                  **evaluate_state(state),
-                  "orthogonality": metrics_lib.summarize_orthogonality(
-                      to_host(orthogonality(state.params)))}
+                  **evaluate_state(state)}
+        if diagnostics_due(step, steps_per_epoch,
+                           config.diagnostics_every_epochs, is_last):
+          record["orthogonality"] = metrics_lib.summarize_orthogonality(
+              to_host(orthogonality(state.params)))
         writer.write_record(record)
         loss_sum, loss_count = 0.0, 0
         epoch_start, epoch_steps = time.perf_counter(), 0
