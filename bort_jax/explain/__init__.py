@@ -9,12 +9,8 @@ means the class the model predicts on ``x``.
 from bort_jax.diagnostics import gram_distribution
 from bort_jax.explain.guided_backprop import guided_relu, reconstruct
 from bort_jax.explain.reconstruction_ratio import reconstruction_ratios
-from bort_jax.explain.attribution import (
-    guided_ig,
-    integrated_gradients,
-    rise,
-    xrai,
-)
+from bort_jax.explain.attribution import integrated_gradients, rise, xrai
+from bort_jax.explain.guided_integrated_gradients import guided_ig
 from bort_jax.explain.class_activation import cam
 from bort_jax.explain.metrics import (
     DeletionInsertion,
