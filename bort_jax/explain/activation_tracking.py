@@ -82,7 +82,7 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
   if not 0.0 <= float(gamma) < 1.0:
     raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
   graphdef, state = _common.split(model)
-  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
+  top_kind = onehot_backtrack.top_conv_kind(model, index)
   return _common.check_finite_result(
       _sat(graphdef, state, x, jnp.asarray(B, x.dtype),
            jnp.asarray(gamma, x.dtype), layer=index, k=k, top_kind=top_kind,

@@ -60,7 +60,7 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
-  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
+  top_kind = onehot_backtrack.top_conv_kind(model, index)
   return _common.check_finite_result(
       _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
                  k=k, top_kind=top_kind, batch_size=batch_size), "decompose")
