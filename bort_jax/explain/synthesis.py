@@ -56,8 +56,8 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   """
   x = _common.check_images(x)
   index = _common.layer_index(model, layer)
-  _common.check_positive_int(k, "k")
-  _common.check_positive_int(batch_size, "batch_size")
+  k = _common.check_positive_int(k, "k")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
   top_kind = onehot_backtrack.top_conv_kind(model, index)
@@ -136,8 +136,8 @@ def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
         f"x_source and x_target must have the same shape; got "
         f"{x_source.shape} and {x_target.shape}")
   index = _common.layer_index(model, layer)
-  _common.check_positive_int(k, "k")
-  _common.check_positive_int(batch_size, "batch_size")
+  k = _common.check_positive_int(k, "k")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
   return _common.check_finite_result(
