@@ -30,9 +30,10 @@ def top_conv_kind(model, index):
     raise ValueError(
         f"{type(model).__name__}.top_activation({index}) must be one of "
         f"{TOP_KINDS}; got {kind!r}")
+  if kind is None:
+    return None
   conv = model.conv(index)
-  if kind is not None and (
-      getattr(conv, "feature_group_count", 1) != 1
+  if (getattr(conv, "feature_group_count", 1) != 1
       or _conv_geometry.explicit_pads(conv, (1, 1)) is None):
     return None
   return kind
