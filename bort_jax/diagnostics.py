@@ -6,7 +6,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -145,16 +144,22 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
 
 def _gram_entries(kernel, n_out_axes=1):
   w = kernel_matrix(jnp.asarray(kernel), n_out_axes)
-  gram = np.asarray(w @ w.T)  # rows of W = output units (Eq. 6's Gram)
-  off = ~np.eye(gram.shape[0], dtype=bool)
-  return {"diag": jnp.asarray(np.diag(gram)), "offdiag": jnp.asarray(gram[off])}
+  out, fan_in = w.shape
+  # The smaller side, as orthogonality_stats: W Wᵀ (rows = output units,
+  # Eq. 6) unless there are more outputs than fan-in, then Wᵀ W.
+  gram = w.T @ w if out > fan_in else w @ w.T
+  off = ~jnp.eye(gram.shape[0], dtype=bool)
+  return {"diag": jnp.diag(gram), "offdiag": gram[off]}
 
 
 def gram_distribution(model_or_params) -> dict:
-  """Diagonal and off-diagonal entries of each kernel's Gram ``W Wᵀ`` (Fig. 3a).
+  """Diagonal and off-diagonal entries of each kernel's Gram (Fig. 3a).
 
-  ``W`` is the (out, fan_in) matrix of a kernel (rows = output units), so the
-  Gram is out × out; Bort drives its diagonal to 1 and the rest to 0.
+  ``W`` is the (out, fan_in) matrix of a kernel (rows = output units).  The
+  Gram is taken on the smaller side, as in :func:`orthogonality_stats`:
+  ``W Wᵀ`` (out × out) when ``out <= fan_in``, else ``Wᵀ W`` (fan_in ×
+  fan_in), the side that can be the identity.  Bort drives its diagonal to 1
+  and the rest to 0.
 
   Args:
     model_or_params: a conv model of the ``bort_jax.models`` interface (keys
@@ -162,7 +167,8 @@ def gram_distribution(model_or_params) -> dict:
       (keys are the paths of the leaves named ``kernel``).
 
   Returns:
-    ``{name: {"diag": (out,) array, "offdiag": (out·(out-1),) array}}``.
+    ``{name: {"diag": (m,) array, "offdiag": (m·(m-1),) array}}`` with
+    ``m = min(out, fan_in)``.
   """
   if isinstance(model_or_params, nnx.Module) and hasattr(
       model_or_params, "layer_names") and hasattr(model_or_params, "conv"):

@@ -1,4 +1,5 @@
-"""Throughput of SAT (k=64) and deletion/insertion against Python loops.
+"""Throughput of SAT (k=64), deletion/insertion and GuidedIG against Python
+loops.
 
 On ACNN-Small at MNIST width (conv5: 2592 channels, 6×6), random weights and
 images, all in one run:
@@ -13,12 +14,21 @@ images, all in one run:
 * Deletion/insertion: ``bort_jax.explain.deletion_insertion`` (all steps of
   all images in one jitted, chunked computation) vs a per-step loop over one
   jitted step function on the whole batch, and vs a per-image, per-step loop
-  (the structure of RISE's ``CausalMetric.single_run``).
+  (the structure of RISE's ``CausalMetric.single_run``), on the SAT maps with
+  their ties broken in raster order (one pixel order, so every
+  implementation does the same work).  Also timed: the tie-invariant call on
+  the tied SAT maps themselves (``tie_orders`` random orders averaged).
+* GuidedIG: ``bort_jax.explain.guided_ig`` (native JAX: one jitted call, all
+  images share one gradient call per step) vs PAIR saliency's ``GuidedIG``
+  (a per-image Python loop calling the same jitted gradient function), on
+  the same images (skipped when PAIR's GuidedIG cannot run: numpy >= 2.4).
 
-Each loop's result is checked against the vectorised one.  Prints images/s
+Each loop's result is checked against the vectorised one (GuidedIG's is
+reported, not asserted: PAIR's path is float64, ours float32).  Prints images/s
 and ratios, and writes them with this command line to ``--out`` (markdown).
 
-    python -m experiments.bench_explain [--images 8] [--out docs/bench_explain.md]
+    python -m experiments.bench_explain [--images 8] [--guided-ig-steps 32]
+        [--out docs/bench_explain.md]
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +50,7 @@ from bort_jax import explain
 from bort_jax import models
 from bort_jax.explain import _common
 from bort_jax.explain import activation_tracking
+from bort_jax.explain import attribution
 from bort_jax.explain import metrics
 
 
@@ -145,6 +157,25 @@ def di_step_loop(model, x, saliency, step, per_image=False):
   return curves
 
 
+# -------------------------------------------------------------- GuidedIG loop
+
+
+def pair_guided_ig_loop(model, x, steps):
+  """PAIR's GuidedIG, one image at a time, on our jitted gradient function."""
+  import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
+
+  targets = np.asarray(attribution.resolved_targets(model, x, None))
+  call = attribution.pair_call_model_function(model)
+  explainer = saliency_core.GuidedIG()
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*interpolation=.*",
+                            category=DeprecationWarning)
+    return np.stack([
+        explainer.GetMask(np.asarray(image), call,
+                          call_model_args={"target": int(t)}, x_steps=steps)
+        for image, t in zip(np.asarray(x), targets)])
+
+
 # ----------------------------------------------------------------------- main
 
 
@@ -156,6 +187,7 @@ def main(argv=None):
   parser.add_argument("--step", type=int, default=28,
                       help="pixels per deletion/insertion step (28·28/28 = "
                       "28 steps)")
+  parser.add_argument("--guided-ig-steps", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--out", default="docs/bench_explain.md")
   args = parser.parse_args(argv)
@@ -193,16 +225,24 @@ def main(argv=None):
            ("SAT k=%d" % k, "loop over k channels (jitted reconstruct)",
             t_loop, t_loop / t_fast)]
 
-  # Deletion / insertion on the SAT maps.
-  vectorised = lambda: explain.deletion_insertion(model, x, reference,
+  # Deletion / insertion on the SAT maps' pixel order with ties broken in
+  # raster order, as distinct values: one order for every implementation.
+  tied = reference
+  untied = -metrics.pixel_ranks(tied).reshape(tied.shape).astype(jnp.float32)
+  vectorised = lambda: explain.deletion_insertion(model, x, untied,
                                                   step=args.step)
   result = jax.block_until_ready(vectorised())
+  assert float(jnp.max(result.tied_fraction)) == 0.0
   t_vec = best_time(vectorised, args.repeats)
+  tie_invariant = lambda: explain.deletion_insertion(model, x, tied,
+                                                     step=args.step)
+  tied_result = jax.block_until_ready(tie_invariant())
+  t_tied = best_time(tie_invariant, 1)
   loop_times = []
   for per_image in (False, True):
     di_step_loop(model, x[:1], reference[:1], 28 * 28, per_image)  # compile
     start = time.perf_counter()
-    curves = di_step_loop(model, x, reference, args.step, per_image)
+    curves = di_step_loop(model, x, untied, args.step, per_image)
     loop_times.append(time.perf_counter() - start)
     np.testing.assert_allclose(curves[0], result.deletion, rtol=1e-4,
                                atol=1e-5)
@@ -216,7 +256,36 @@ def main(argv=None):
            (name, "loop over steps (jitted step, whole batch)", t_step,
             t_step / t_vec),
            (name, "loop over images and steps (RISE single_run)", t_image,
-            t_image / t_vec)]
+            t_image / t_vec),
+           (name + ", tied SAT maps", "explain.deletion_insertion, 8 random "
+            "tie orders (ties: %.0f%% of pixels; %.1f× the one-order call)"
+            % (100 * float(jnp.mean(tied_result.tied_fraction)),
+               t_tied / t_vec), t_tied, None)]
+
+  # GuidedIG: native (all images per gradient call) vs PAIR's per-image loop.
+  steps = args.guided_ig_steps
+  native = lambda: explain.guided_ig(model, x, steps=steps)
+  ours = np.asarray(jax.block_until_ready(native()))
+  t_native = best_time(native, args.repeats)
+  gig = f"GuidedIG, {steps} steps"
+  rows.append((gig, "explain.guided_ig (native JAX, batched)", t_native,
+               None))
+  if np.lib.NumpyVersion(np.__version__) < "2.4.0":
+    pair_guided_ig_loop(model, x[:1], 2)  # compile the gradient function
+    start = time.perf_counter()
+    pair = pair_guided_ig_loop(model, x, steps)
+    t_pair = time.perf_counter() - start
+    # Not asserted: PAIR walks the path in float64, we in float32, and the
+    # path is discontinuous in its selections, so the two may drift apart
+    # (the tests check agreement on small models; in float64, with
+    # JAX_ENABLE_X64=1, the two agree to ~1e-8 on this model).
+    gap = float(np.abs(ours - pair).sum() / np.abs(pair).sum())
+    rows.append((gig, "PAIR GuidedIG, loop over images (same jitted "
+                 f"gradient; L1 difference {gap:.1e} of PAIR's)", t_pair,
+                 t_pair / t_native))
+  else:
+    print(f"PAIR's GuidedIG needs numpy < 2.4 (found {np.__version__}): "
+          "its row is skipped")
 
   command = "python -m experiments.bench_explain " + " ".join(
       argv if argv is not None else sys.argv[1:])
@@ -228,7 +297,8 @@ def main(argv=None):
       f"device: {jax.devices()[0].device_kind} ({platform.machine()}, "
       f"{os.cpu_count()} CPUs visible); best of {args.repeats} for the "
       "vectorised calls, one run for the loops; all compiled beforehand; "
-      "every loop checked equal to the vectorised result.",
+      "every loop checked equal to the vectorised result except GuidedIG's "
+      "(its difference is shown).",
       "",
       "| task | implementation | seconds | images/s | vectorised speed-up |",
       "|---|---|---:|---:|---:|",
@@ -245,7 +315,10 @@ def main(argv=None):
       "layers below.  Deletion/insertion does the same work either way (a "
       "full forward pass of 2·N images per step); vectorising removes only "
       "per-call overhead, which is small next to ACNN-Small's forward pass, "
-      "so its ratio stays small on a CPU.",
+      "so its ratio stays small on a CPU.  The tie-invariant call on tied "
+      "maps evaluates every tie order (8 here), so it costs about 8× the "
+      "one-order call (the measured ratio is in its row).  GuidedIG's native version takes one gradient of all images "
+      "per step where PAIR's loop takes one per image and step.",
   ]
   text = "\n".join(lines) + "\n"
   print(text)

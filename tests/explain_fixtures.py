@@ -67,6 +67,9 @@ class TinyConvNet(nnx.Module):
   def conv(self, layer):
     return self.convs[self._index(layer) - 1]
 
+  def top_activation(self, layer):
+    return "relu" if self.specs[self._index(layer) - 1].relu else "linear"
+
   def features(self, x, layer, *, activation=None):
     activation = jax.nn.relu if activation is None else activation
     for spec, conv in zip(self.specs[:self._index(layer)], self.convs):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import bort_jax
 from bort_jax import explain
 from bort_jax.explain import guided_backprop
 from bort_jax.explain import reconstruction_ratio
@@ -141,3 +142,19 @@ def test_gram_distribution():
   assert "convs/1/kernel" in by_path and "head/kernel" in by_path
   np.testing.assert_allclose(by_path["convs/1/kernel"]["diag"],
                              grams["conv2"]["diag"], rtol=1e-6)
+
+
+def test_gram_distribution_of_tall_kernels_uses_the_smaller_side():
+  # 1×1 conv, fan_in 2 < out 6, kernel K Kᵀ = I: converged, so the Gram on
+  # the smaller side (Wᵀ W, 2 × 2) is the identity (W Wᵀ would not be).
+  tall = explain.gram_distribution(F.single_conv((1, 1), 2, 6))["conv1"]
+  np.testing.assert_allclose(tall["diag"], np.ones(2), atol=1e-6)
+  np.testing.assert_allclose(tall["offdiag"], np.zeros(2), atol=1e-6)
+  # Same definition as orthogonality_stats: its residual from these entries.
+  model = F.single_conv((1, 1), 2, 6, orthogonal=False, seed=3)
+  grams = bort_jax.diagnostics.gram_distribution(model)["conv1"]
+  entries = np.concatenate([np.asarray(grams["diag"]) - 1, grams["offdiag"]])
+  stats = bort_jax.orthogonality_stats(nnx.state(model, nnx.Param))
+  np.testing.assert_allclose(np.linalg.norm(entries) / np.sqrt(2),
+                             stats["convs/0/kernel"]["orth_residual"],
+                             rtol=1e-5)

@@ -36,20 +36,104 @@ def test_last_step_may_be_partial():
   saliency = np.array([[[1.0, 3.0], [4.0, 2.0]]])  # order: 4, 3, 2, 1 (values)
   result = explain.deletion_insertion(model, IMAGE, saliency, step=3,
                                       score="logit")
-  # ceil(4 / 3) = 2 steps: 0, 3, 4 pixels removed; x = 0, 0.75, 1.
+  # ceil(4 / 3) = 2 steps: 0, 3, 4 pixels removed; RISE's x = 0, 1/2, 1.
   np.testing.assert_allclose(result.deletion, [[10, 1, 0]])
-  np.testing.assert_allclose(result.deletion_auc,
-                             [0.75 * 5.5 + 0.25 * 0.5])
+  np.testing.assert_allclose(result.deletion_auc, [(10 + 2 * 1 + 0) / 4])
+  np.testing.assert_array_equal(result.tied_fraction, [0.0])
 
 
-def test_ties_are_broken_by_raster_order():
-  np.testing.assert_array_equal(
-      metrics.pixel_ranks(jnp.array([[[0.5, 1.0, 0.5], [1.0, 0.5, 0.5]]])),
-      [[2, 0, 3, 1, 4, 5]])
-  model = F.PixelLinear(np.ones((2, 2, 1)))
-  result = explain.deletion_insertion(model, IMAGE, np.zeros((1, 2, 2)),
-                                      step=1, score="logit")
-  np.testing.assert_allclose(result.deletion, [[10, 9, 7, 4, 0]])
+def _rise_blur(image):
+  """RISE's substrate, built here: each channel correlated (zero padding) with
+  an 11×11 Dirac smoothed by scipy's gaussian_filter (σ = 5)."""
+  dirac = np.zeros((11, 11))
+  dirac[5, 5] = 1.0
+  kernel = ndimage.gaussian_filter(dirac, 5.0)
+  return np.stack([ndimage.correlate(image[..., ch], kernel, mode="constant")
+                   for ch in range(image.shape[-1])], -1)
+
+
+def _causal_metric(predict, image, explanation, mode, step):
+  """NumPy re-implementation of RISE's ``CausalMetric.single_run`` + ``auc``
+  (eclique/RISE evaluation.py) for one (H, W, C) image."""
+  h, w, c = image.shape
+  hw = h * w
+  n_steps = (hw + step - 1) // step
+  substrate = np.zeros_like(image) if mode == "del" else _rise_blur(image)
+  start, finish = (image, substrate) if mode == "del" else (substrate, image)
+  start = start.reshape(hw, c).copy()
+  finish = finish.reshape(hw, c)
+  label = predict(image[None])[0].argmax()
+  order = np.flip(np.argsort(explanation.reshape(hw)))
+  scores = np.empty(n_steps + 1)
+  for i in range(n_steps + 1):
+    scores[i] = predict(start.reshape(1, h, w, c))[0, label]
+    coords = order[step * i:step * (i + 1)]
+    start[coords] = finish[coords]
+  return scores, (scores.sum() - scores[0] / 2 - scores[-1] / 2) / n_steps
+
+
+@pytest.mark.parametrize("step", [8, 7, 50])  # H·W = 64: divides, does not
+def test_matches_rises_causal_metric(step):
+  model = F.two_layer(seed=5)
+  x = F.random_images(2, 8, 2, seed=5)
+  saliency = np.asarray(F.random_images(2, 8, 1, seed=6))[..., 0]  # untied
+  result = explain.deletion_insertion(model, x, saliency, step=step)
+  predict = lambda images: np.asarray(jax.nn.softmax(model(jnp.asarray(
+      images, jnp.float32))))
+  for i in range(2):
+    for mode, curve, auc in [("del", result.deletion, result.deletion_auc),
+                             ("ins", result.insertion, result.insertion_auc)]:
+      want_curve, want_auc = _causal_metric(
+          predict, np.asarray(x[i]), saliency[i], mode, step)
+      np.testing.assert_allclose(curve[i], want_curve, rtol=2e-5, atol=1e-6)
+      np.testing.assert_allclose(auc[i], want_auc, rtol=2e-5, atol=1e-6)
+
+
+def test_tied_fraction_and_random_tie_ranks():
+  maps = jnp.array([[[0.0, 0.0, 1.0], [2.0, 3.0, 3.0]]])
+  np.testing.assert_allclose(metrics.tied_fraction(maps), [4 / 6])
+  np.testing.assert_array_equal(metrics.pixel_ranks(maps), [[4, 5, 3, 2, 0, 1]])
+  seen = set()
+  for seed in range(12):
+    ranks = np.asarray(metrics.pixel_ranks(maps, jax.random.key(seed)))[0]
+    assert ranks[3] == 2 and ranks[2] == 3  # untied pixels keep their rank
+    assert set(ranks[[4, 5]]) == {0, 1} and set(ranks[[0, 1]]) == {4, 5}
+    seen.add((ranks[4], ranks[0]))
+  assert len(seen) == 4  # every tie order occurs
+
+
+def _top_heavy(x):
+  """A callable model whose class-0 logit depends nonlinearly on the top rows:
+  deleting tied pixels in raster order (top first) would bias the curve."""
+  rows = jnp.linspace(3.0, 0.0, x.shape[1])[None, :, None, None]
+  score = 6.0 * (jnp.mean(x * rows, axis=(1, 2, 3)) - 0.6)
+  return jnp.stack([score, -score], axis=-1)  # prob = sigmoid(2·score)
+
+
+def test_aucs_are_the_mean_over_random_tie_breaks():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(0.5, 1.0, size=(2, 16, 16, 1)), jnp.float32)
+  levels = rng.choice([0.0, 1.0, 2.0], p=[0.7, 0.2, 0.1], size=(2, 16, 16))
+  result = explain.deletion_insertion(_top_heavy, x, levels, step=16)
+  np.testing.assert_allclose(result.tied_fraction, [1.0, 1.0])
+  # Reference: the same map with its ties broken at random (a jitter far
+  # below the gap between levels), each an untied map, averaged.
+  broken = []
+  for seed in range(16):
+    jitter = np.random.default_rng(100 + seed).permutation(256).reshape(
+        1, 16, 16) * 1e-5
+    broken.append(explain.deletion_insertion(
+        _top_heavy, x, np.concatenate([levels[:1] + jitter,
+                                       levels[1:] + jitter]), step=16))
+  for field in ("deletion_auc", "insertion_auc"):
+    want = np.mean([getattr(b, field) for b in broken], axis=0)
+    np.testing.assert_allclose(getattr(result, field), want, atol=0.03)
+  # Ties broken in raster order are far from that mean: the check can fail.
+  raster = explain.deletion_insertion(
+      _top_heavy, x, levels + np.arange(256)[::-1].reshape(1, 16, 16) * 1e-5,
+      step=16)
+  assert np.min(np.abs(raster.deletion_auc - np.mean(
+      [b.deletion_auc for b in broken], axis=0))) > 0.06
 
 
 def test_endpoints_are_the_model_scores_and_channels_move_together():
@@ -93,8 +177,11 @@ def test_errors():
                                score="softmax")
   with pytest.raises(ValueError, match="saliency must have shape"):
     explain.deletion_insertion(model, IMAGE, np.zeros((1, 3, 2)), step=1)
-  with pytest.raises(ValueError, match="NaN"):
-    explain.deletion_insertion(model, IMAGE, np.full((1, 2, 2), np.nan),
-                               step=1)
+  for bad in (np.nan, np.inf):
+    with pytest.raises(ValueError,
+                       match=r"saliency must hold finite values only; got "
+                       rf"{bad} at index \(0, 1, 0\)"):
+      explain.deletion_insertion(model, IMAGE, np.array([[[0, 1], [bad, 2]]]),
+                                 step=1)
   with pytest.raises(ValueError, match="step must be a positive int"):
     explain.deletion_insertion(model, IMAGE, np.zeros((1, 2, 2)), step=0)

@@ -50,12 +50,14 @@ class ScaledTop(F.TinyConvNet):
     z = super().features(x, layer, activation=activation)
     return 2.0 * z if self._index(layer) == len(self.specs) else z
 
+  def top_activation(self, layer):
+    return None if self._index(layer) == len(self.specs) else "relu"
+
 
 def test_vmapped_channels_equal_separate_calls():
   x = F.random_images(2, 8, 2, seed=4)
   model = F.two_layer(seed=2)
-  graphdef, state = nnx.split(model)
-  assert onehot_backtrack.top_conv_kind(model, graphdef, state, x, 2) == "relu"
+  assert onehot_backtrack.top_conv_kind(model, 2) == "relu"
   got = explain.sat(model, x, layer=2, k=5, B=1.5, gamma=0.3, batch_size=1)
   want = _sat_by_separate_calls(model, x, 2, 5, 1.5, 0.3)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -64,8 +66,7 @@ def test_vmapped_channels_equal_separate_calls():
   scaled = F.tiny(2, [F.ConvSpec(6, (3, 3), 1, "SAME"),
                       F.ConvSpec(8, (2, 2), 2, "VALID")], 4, seed=2,
                   cls=ScaledTop)
-  graphdef, state = nnx.split(scaled)
-  assert onehot_backtrack.top_conv_kind(scaled, graphdef, state, x, 2) is None
+  assert onehot_backtrack.top_conv_kind(scaled, 2) is None
   np.testing.assert_allclose(
       explain.sat(scaled, x, layer=2, k=5, gamma=0.3),
       _sat_by_separate_calls(scaled, x, 2, 5, 1.0, 0.3), rtol=1e-5, atol=1e-5)
@@ -77,7 +78,7 @@ def test_fast_top_layer_path_equals_general_vjp():
                              (F.single_conv((3, 3), 2, 4, False, 1, 2, "SAME"),
                               1, "relu")]:
     graphdef, state = nnx.split(model)
-    assert onehot_backtrack.top_conv_kind(model, graphdef, state, x, layer) == kind
+    assert onehot_backtrack.top_conv_kind(model, layer) == kind
     args = (graphdef, state, x, jnp.float32(1.0), jnp.float32(0.2))
     fast = sat_lib._sat(*args, layer=layer, k=3, top_kind=kind, batch_size=2)
     slow = sat_lib._sat(*args, layer=layer, k=3, top_kind=None, batch_size=2)

@@ -1,20 +1,50 @@
 """Explainers for conv models (Section 4.2, Appendix A.3-A.5 of the Bort paper).
 
-Every function takes an NNX conv model of the ``bort_jax.models`` interface
-and a batch of NHWC images, is jit-compiled (one executable per model graph,
-static options and shapes, cached) and batched over images.  ``target=None``
-means the class the model predicts on ``x``.
+Every function takes a model and a batch of NHWC images, is jit-compiled (one
+executable per model graph, static options and shapes, cached) and batched
+over images.  ``target=None`` means the class the model predicts on ``x``.
+
+Black-box explainers (``integrated_gradients``, ``rise``, ``xrai``,
+``guided_ig``, ``deletion_insertion``) take an ``nnx.Module`` or any
+JAX-traceable callable mapping (B, H, W, C) images to (B, num_classes) logits.
+
+White-box explainers (``reconstruct``, ``sat``, ``decompose``,
+``synthesize_adversarial``, ``reconstruction_ratios``, ``cam``,
+``gram_distribution``) take an ``nnx.Module`` with this interface, which
+:class:`bort_jax.models.ConvClassifier` provides and a user's own model can
+implement:
+
+* ``layer_names``: the conv layers' names; ``layer=`` arguments are a name or
+  a 1-based index into it;
+* ``features(x, layer, *, activation=None)``: that conv layer's output after
+  its activation, with every ReLU up to it replaced by ``activation`` when
+  given (guided backprop passes :func:`guided_relu`);
+* ``conv(layer)``: the layer's ``nnx.Conv`` (reconstruction ratios, Gram
+  entries, SAT's kernel-slice path);
+* ``conv_inputs(x)``: ``{name: the tensor that conv receives}``
+  (``reconstruction_ratios``);
+* ``head`` and ``head_pool`` (``cam``): the dense layer after a global
+  ``"max"``/``"avg"`` pool of the last conv layer, or ``head=None`` when the
+  last conv's channels are the class scores; ``__call__(x)``: the logits;
+* optional ``top_activation(layer)``: ``"relu"`` or ``"linear"`` when the
+  layer's features are ``relu(conv(·))`` or ``conv(·)`` of the previous
+  layer's features (or of ``x``), which lets SAT and ``decompose`` walk the
+  top conv back by placing kernel slices; None or absent means the general
+  VJP;
+* optional ``explain_layer``: the layer the paper explains the model from.
+
+Invalid input raises ``ValueError`` naming the argument, the value and what
+is allowed (non-finite pixels or saliency, a target outside
+``[0, num_classes)``); NumPy integer scalars are accepted wherever an int is.
+A map that comes out non-finite from finite input raises
+``FloatingPointError`` instead of being returned.
 """
 
 from bort_jax.diagnostics import gram_distribution
 from bort_jax.explain.guided_backprop import guided_relu, reconstruct
 from bort_jax.explain.reconstruction_ratio import reconstruction_ratios
-from bort_jax.explain.attribution import (
-    guided_ig,
-    integrated_gradients,
-    rise,
-    xrai,
-)
+from bort_jax.explain.attribution import integrated_gradients, rise, xrai
+from bort_jax.explain.guided_integrated_gradients import guided_ig
 from bort_jax.explain.class_activation import cam
 from bort_jax.explain.metrics import (
     DeletionInsertion,

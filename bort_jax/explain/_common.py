@@ -1,4 +1,4 @@
-"""Plumbing shared by the explainers: NNX models inside ``jit``, argument checks.
+"""Plumbing shared by the explainers: models inside ``jit``, argument checks.
 
 Every explainer splits the NNX model into a static ``GraphDef`` and a ``State``
 pytree and calls a module-level ``jax.jit`` function with the graphdef as a
@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -19,7 +20,8 @@ def split(model: nnx.Module):
   """``(graphdef, state)`` of an NNX module (the graphdef is hashable)."""
   if not isinstance(model, nnx.Module):
     raise TypeError(
-        f"expected an flax.nnx.Module, got {type(model).__name__}")
+        f"model must be a flax.nnx.Module with the conv-model interface "
+        f"(see bort_jax.explain); got {type(model).__name__}")
   return nnx.split(model)
 
 
@@ -31,8 +33,54 @@ def merge_eval(graphdef, state) -> nnx.Module:
   return model
 
 
+def as_function(model):
+  """``(definition, params)`` of a black-box model ``x -> logits``.
+
+  An ``nnx.Module`` is split into its graphdef and state; any other callable
+  (a JAX-traceable function of a (B, H, W, C) batch) is its own definition,
+  with ``params=None``.  Both parts go through ``jax.jit``: the definition as
+  a static (hashed) argument, so a new function object compiles anew.
+  """
+  if isinstance(model, nnx.Module):
+    return nnx.split(model)
+  if callable(model):
+    return model, None
+  raise TypeError(
+      f"model must be a flax.nnx.Module or a callable x -> logits; got "
+      f"{type(model).__name__}")
+
+
+def logits_fn(definition, params):
+  """Inside a trace: the ``x -> logits`` function of :func:`as_function`'s
+  pair (an NNX module is rebuilt in eval mode)."""
+  if params is None:
+    return definition
+  return merge_eval(definition, params)
+
+
+def black_box(model, x, target):
+  """``(definition, params, target)`` of a black-box explainer's call: the
+  model as :func:`as_function`'s pair and ``target`` checked against the
+  width of its logits on ``x`` (None stays None)."""
+  definition, params = as_function(model)
+  target = resolve_target(target, x.shape[0],
+                          num_classes(definition, params, x))
+  return definition, params, target
+
+
+def num_classes(definition, params, x) -> int:
+  """Width of the model's logits on ``x`` (shape inference only, no FLOPs)."""
+  logits = jax.eval_shape(lambda p, images: logits_fn(definition, p)(images),
+                          params, x)
+  if len(logits.shape) != 2 or logits.shape[0] != x.shape[0]:
+    raise ValueError(
+        f"model must map images {x.shape} to logits (B, num_classes); got "
+        f"shape {logits.shape}")
+  return logits.shape[1]
+
+
 def check_images(x, name: str = "x") -> jax.Array:
-  """``x`` as a float array of shape (B, H, W, C)."""
+  """``x`` as a finite float array of shape (B, H, W, C)."""
   x = jnp.asarray(x)
   if x.ndim != 4:
     raise ValueError(
@@ -40,13 +88,39 @@ def check_images(x, name: str = "x") -> jax.Array:
         f"{x.shape}")
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise TypeError(f"{name} must be a float array; got dtype {x.dtype}")
+  check_finite(x, name)
   return x
 
 
+def check_finite(values, name: str):
+  """Raises ValueError naming the first NaN/inf entry of ``values``."""
+  finite = np.asarray(jnp.isfinite(values))
+  if not finite.all():
+    bad = np.argwhere(~finite)[0]
+    raise ValueError(
+        f"{name} must hold finite values only; got "
+        f"{np.asarray(values)[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
+        f" ({int((~finite).sum())} non-finite of {finite.size})")
+
+
+def check_finite_result(result, explainer: str):
+  """A map with NaN/inf from finite inputs is a bug: raise, never return it."""
+  for leaf in jax.tree.leaves(result):
+    if jnp.issubdtype(leaf.dtype, jnp.floating) and not bool(
+        jnp.all(jnp.isfinite(leaf))):
+      raise FloatingPointError(
+          f"{explainer} produced {int(jnp.sum(~jnp.isfinite(leaf)))} "
+          f"non-finite values from finite inputs (model or explainer bug; "
+          f"the result is not returned)")
+  return result
+
+
 def check_positive_int(value, name: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+  """``value`` as an int >= 1 (Python or NumPy integer)."""
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+      or value < 1):
     raise ValueError(f"{name} must be a positive int; got {value!r}")
-  return value
+  return int(value)
 
 
 def check_positive_float(value, name: str) -> float:
@@ -61,12 +135,12 @@ def layer_index(model, layer) -> int:
   names = conv_layer_names(model)
   if isinstance(layer, bool):
     raise TypeError(f"layer must be an int or a name; got {layer!r}")
-  if isinstance(layer, int):
+  if isinstance(layer, (int, np.integer)):
     if not 1 <= layer <= len(names):
       raise ValueError(
           f"layer index {layer} is out of range; allowed 1..{len(names)} "
           f"(layer_names={names})")
-    return layer
+    return int(layer)
   if isinstance(layer, str):
     if layer not in names:
       raise ValueError(f"unknown layer {layer!r}; allowed: {names}")
@@ -83,20 +157,45 @@ def conv_layer_names(model) -> tuple[str, ...]:
   return tuple(names)
 
 
-def resolve_target(target, batch: int):
-  """``None`` (predicted class) or an int / (B,) int array of class ids."""
+def resolve_target(target, batch: int, num_classes: int):
+  """``None`` (predicted class) or an int / (B,) int array of class ids, each
+  in [0, num_classes)."""
   if target is None:
     return None
-  target = jnp.asarray(target)
-  if not jnp.issubdtype(target.dtype, jnp.integer):
+  target = np.asarray(target)
+  if not np.issubdtype(target.dtype, np.integer):
     raise TypeError(f"target must hold integer class ids; got {target.dtype}")
   if target.ndim == 0:
-    target = jnp.full((batch,), target, dtype=jnp.int32)
+    target = np.full((batch,), target)
   if target.shape != (batch,):
     raise ValueError(
         f"target must be None, an int or shape ({batch},); got shape "
         f"{target.shape}")
-  return target.astype(jnp.int32)
+  bad = (target < 0) | (target >= num_classes)
+  if bad.any():
+    raise ValueError(
+        f"target must be a class id in [0, {num_classes}); got "
+        f"{target[bad].tolist()} (at {np.flatnonzero(bad).tolist()})")
+  return jnp.asarray(target, jnp.int32)
+
+
+def target_logit_sum(model, images, target):
+  """``Σ_b logits[b, target[b]]``: its gradient is each image's own."""
+  return jnp.sum(pick(model(images), target))
+
+
+def broadcast_baseline(baseline, x):
+  """x₀ of a path method broadcast to ``x``'s shape (None = zeros), finite."""
+  if baseline is None:
+    return jnp.zeros_like(x)
+  baseline = jnp.asarray(baseline, x.dtype)
+  check_finite(baseline, "baseline")
+  try:
+    return jnp.broadcast_to(baseline, x.shape)
+  except ValueError:
+    raise ValueError(
+        f"baseline of shape {baseline.shape} does not broadcast to the "
+        f"images' shape {x.shape}") from None
 
 
 def predicted_or(target, logits: jax.Array) -> jax.Array:

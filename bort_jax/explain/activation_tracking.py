@@ -10,9 +10,10 @@ import jax.numpy as jnp
 from bort_jax.explain import _common
 from bort_jax.explain import onehot_backtrack
 
-# Threshold, as a fraction of each backtracked signal's own maximum, above
-# which a pixel enters that channel's mask (Algorithm 1, line 9).  Relative, so
-# models whose kernels differ in scale (Bort vs SGD) are binarised alike.
+# γ of Algorithm 1, line 9, in our own definition (the paper gives no scale):
+# the fraction of each backtracked signal's peak of max_c |S_c| above which a
+# pixel enters that channel's mask.  Relative, so models whose kernels differ
+# in scale (Bort vs SGD) are binarised alike.
 DEFAULT_GAMMA = 0.5
 
 
@@ -67,8 +68,11 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
     k: number of salient channels (paper: 64).
     B: the value set at each maximum (paper's constant B), > 0 (guided
       backprop passes only positive signals).
-    gamma: binarisation threshold relative to each signal's maximum, in
-      [0, 1); default ``DEFAULT_GAMMA`` = 0.5.
+    gamma: the binarisation threshold γ of Algorithm 1 (line 9), in [0, 1).
+      Our own definition, since the paper fixes no scale: a pixel is in
+      channel i's mask where ``max_c |S_c|`` exceeds γ times that backtracked
+      signal's peak ``max_{h,w} max_c |S_c|`` (see :func:`binarize`); default
+      ``DEFAULT_GAMMA`` = 0.5.
     batch_size: images processed together (``lax.map``); bounds memory.
 
   Returns:
@@ -76,13 +80,14 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
   """
   x = _common.check_images(x)
   index = _common.layer_index(model, layer)
-  _common.check_positive_int(k, "k")
-  _common.check_positive_int(batch_size, "batch_size")
+  k = _common.check_positive_int(k, "k")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   if not 0.0 <= float(gamma) < 1.0:
     raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
   graphdef, state = _common.split(model)
-  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
-  return _sat(graphdef, state, x, jnp.asarray(B, x.dtype),
-              jnp.asarray(gamma, x.dtype), layer=index, k=k,
-              top_kind=top_kind, batch_size=batch_size)
+  top_kind = onehot_backtrack.top_conv_kind(model, index)
+  return _common.check_finite_result(
+      _sat(graphdef, state, x, jnp.asarray(B, x.dtype),
+           jnp.asarray(gamma, x.dtype), layer=index, k=k, top_kind=top_kind,
+           batch_size=batch_size), "sat")

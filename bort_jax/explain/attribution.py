@@ -1,11 +1,14 @@
-"""Attribution baselines of Table 3: IG and RISE (native), XRAI and GuidedIG
-(the PAIR ``saliency`` package driven by a jitted gradient function)."""
+"""Attribution baselines of Table 3: IG and RISE (native), XRAI (the PAIR
+``saliency`` package driven by a jitted gradient function).  GuidedIG is
+native too, in :mod:`bort_jax.explain.guided_integrated_gradients`.
+
+All of them are black-box: ``model`` is an ``nnx.Module`` or any JAX-traceable
+callable mapping (B, H, W, C) images to (B, num_classes) logits."""
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -17,17 +20,13 @@ from bort_jax.explain import _common
 # -------------------------------------------------------- Integrated Gradients
 
 
-def _target_logit_sum(model, images, target):
-  return jnp.sum(_common.pick(model(images), target))
-
-
 @functools.partial(jax.jit,
-                   static_argnames=("graphdef", "steps", "batch_size"))
-def _integrated_gradients(graphdef, state, x, baseline, target, *, steps,
+                   static_argnames=("definition", "steps", "batch_size"))
+def _integrated_gradients(definition, params, x, baseline, target, *, steps,
                           batch_size):
-  model = _common.merge_eval(graphdef, state)
+  model = _common.logits_fn(definition, params)
   target = _common.predicted_or(target, model(x))
-  grad_fn = jax.grad(_target_logit_sum, argnums=1)
+  grad_fn = jax.grad(_common.target_logit_sum, argnums=1)
   delta = x - baseline
 
   def weighted_grad(i):
@@ -39,18 +38,6 @@ def _integrated_gradients(graphdef, state, x, baseline, target, *, steps,
   total = _common.chunked_sum(weighted_grad, steps + 1, batch_size,
                               jnp.zeros_like(x))
   return total * delta
-
-
-def _broadcast_baseline(baseline, x):
-  if baseline is None:
-    return jnp.zeros_like(x)
-  baseline = jnp.asarray(baseline, x.dtype)
-  try:
-    return jnp.broadcast_to(baseline, x.shape)
-  except ValueError:
-    raise ValueError(
-        f"baseline of shape {baseline.shape} does not broadcast to the "
-        f"images' shape {x.shape}") from None
 
 
 def integrated_gradients(model, x, target=None, *, baseline=None,
@@ -72,13 +59,14 @@ def integrated_gradients(model, x, target=None, *, baseline=None,
     (N, H, W, C) attributions.
   """
   x = _common.check_images(x)
-  _common.check_positive_int(steps, "steps")
-  _common.check_positive_int(batch_size, "batch_size")
-  baseline = _broadcast_baseline(baseline, x)
-  target = _common.resolve_target(target, x.shape[0])
-  graphdef, state = _common.split(model)
-  return _integrated_gradients(graphdef, state, x, baseline, target,
-                               steps=steps, batch_size=batch_size)
+  steps = _common.check_positive_int(steps, "steps")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
+  baseline = _common.broadcast_baseline(baseline, x)
+  definition, params, target = _common.black_box(model, x, target)
+  return _common.check_finite_result(
+      _integrated_gradients(definition, params, x, baseline, target,
+                            steps=steps, batch_size=batch_size),
+      "integrated_gradients")
 
 
 # ---------------------------------------------------------------------- RISE
@@ -101,10 +89,10 @@ def rise_mask(key, hw, cell_size, p):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("graphdef", "num_masks", "cell_size", "batch_size"))
-def _rise(graphdef, state, x, target, p, key, *, num_masks, cell_size,
+    static_argnames=("definition", "num_masks", "cell_size", "batch_size"))
+def _rise(definition, params, x, target, p, key, *, num_masks, cell_size,
           batch_size):
-  model = _common.merge_eval(graphdef, state)
+  model = _common.logits_fn(definition, params)
   target = _common.predicted_or(target, model(x))
   hw = x.shape[1:3]
 
@@ -137,32 +125,33 @@ def rise(model, x, target=None, *, num_masks: int = 2000,
     (N, H, W) saliency.
   """
   x = _common.check_images(x)
-  _common.check_positive_int(num_masks, "num_masks")
-  _common.check_positive_int(batch_size, "batch_size")
+  num_masks = _common.check_positive_int(num_masks, "num_masks")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   if cell_size is None:
     cell_size = math.ceil(max(x.shape[1:3]) / 7)
-  _common.check_positive_int(cell_size, "cell_size")
+  cell_size = _common.check_positive_int(cell_size, "cell_size")
   if not 0.0 < float(p) <= 1.0:
     raise ValueError(f"p must be in (0, 1]; got {p!r}")
-  target = _common.resolve_target(target, x.shape[0])
-  graphdef, state = _common.split(model)
-  return _rise(graphdef, state, x, target, jnp.float32(p),
-               jax.random.key(seed), num_masks=num_masks, cell_size=cell_size,
-               batch_size=batch_size)
+  definition, params, target = _common.black_box(model, x, target)
+  return _common.check_finite_result(
+      _rise(definition, params, x, target, jnp.float32(p),
+            jax.random.key(int(seed)), num_masks=num_masks,
+            cell_size=cell_size, batch_size=batch_size), "rise")
 
 
-# ---------------------------------------------- PAIR saliency (XRAI, GuidedIG)
+# ---------------------------------------------------------- PAIR saliency (XRAI)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _input_gradients(graphdef, state, images, target):
-  model = _common.merge_eval(graphdef, state)
-  return jax.grad(_target_logit_sum, argnums=1)(model, images, target)
+@functools.partial(jax.jit, static_argnames=("definition",))
+def input_gradients(definition, params, images, target):
+  """Gradient of each image's ``target`` logit with respect to the image."""
+  model = _common.logits_fn(definition, params)
+  return jax.grad(_common.target_logit_sum, argnums=1)(model, images, target)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _predict(graphdef, state, x):
-  return jnp.argmax(_common.merge_eval(graphdef, state)(x), axis=-1)
+@functools.partial(jax.jit, static_argnames=("definition",))
+def _predict(definition, params, x):
+  return jnp.argmax(_common.logits_fn(definition, params)(x), axis=-1)
 
 
 def pair_call_model_function(model):
@@ -170,23 +159,25 @@ def pair_call_model_function(model):
   target logit (``call_model_args={"target": class_id}``)."""
   import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
 
-  graphdef, state = _common.split(model)
+  definition, params = _common.as_function(model)
 
   def call_model_function(images, call_model_args=None, expected_keys=None):
     del expected_keys
     images = jnp.asarray(images, jnp.float32)
     target = jnp.full((images.shape[0],), call_model_args["target"], jnp.int32)
-    grads = _input_gradients(graphdef, state, images, target)
+    grads = input_gradients(definition, params, images, target)
     return {saliency_core.INPUT_OUTPUT_GRADIENTS: np.asarray(grads)}
 
   return call_model_function
 
 
-def _pair_targets(model, x, target):
-  if target is not None:
-    return np.asarray(_common.resolve_target(target, x.shape[0]))
-  graphdef, state = _common.split(model)
-  return np.asarray(_predict(graphdef, state, x))
+def resolved_targets(model, x, target) -> jax.Array:
+  """(B,) int32 class ids: ``target`` checked against the model's classes, or
+  the class the model predicts on ``x``."""
+  definition, params, resolved = _common.black_box(model, x, target)
+  if resolved is None:
+    return _predict(definition, params, x).astype(jnp.int32)
+  return resolved
 
 
 def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
@@ -205,9 +196,11 @@ def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
   import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
 
   x = _common.check_images(x)
+  steps = _common.check_positive_int(steps, "steps")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   if algorithm not in ("full", "fast"):
     raise ValueError(f"algorithm must be 'full' or 'fast'; got {algorithm!r}")
-  targets = _pair_targets(model, x, target)
+  targets = np.asarray(resolved_targets(model, x, target))
   call = pair_call_model_function(model)
   params = saliency_core.XRAIParameters(steps=steps, algorithm=algorithm)
   explainer = saliency_core.XRAI()
@@ -217,40 +210,5 @@ def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
                         batch_size=batch_size, extra_parameters=params)
       for image, t in zip(np.asarray(x), targets)
   ]
-  return jnp.asarray(np.stack(maps), jnp.float32)
-
-
-def guided_ig(model, x, target=None, *, baseline=None, steps: int = 200,
-              fraction: float = 0.25, max_dist: float = 0.02) -> jax.Array:
-  """Guided Integrated Gradients (Kapishnikov et al., 2021) via PAIR
-  ``saliency.core.GuidedIG`` with a jitted gradient function.
-
-  Args:
-    baseline: x₀ broadcastable to one image; None = zeros.
-    steps, fraction, max_dist: PAIR's ``x_steps``, ``fraction``, ``max_dist``.
-
-  Returns:
-    (N, H, W, C) attributions.
-  """
-  import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
-
-  x = _common.check_images(x)
-  _common.check_positive_int(steps, "steps")
-  targets = _pair_targets(model, x, target)
-  call = pair_call_model_function(model)
-  explainer = saliency_core.GuidedIG()
-  base = None if baseline is None else np.broadcast_to(
-      np.asarray(baseline, np.float32), x.shape[1:])
-  with warnings.catch_warnings():
-    # PAIR calls np.quantile(interpolation=...), deprecated (removed in 2.4,
-    # hence numpy is pinned below 2.4 in requirements.txt).
-    warnings.filterwarnings("ignore", message=".*interpolation=.*",
-                            category=DeprecationWarning)
-    maps = [
-        explainer.GetMask(np.asarray(image), call,
-                          call_model_args={"target": int(t)},
-                          x_baseline=base, x_steps=steps, fraction=fraction,
-                          max_dist=max_dist)
-        for image, t in zip(np.asarray(x), targets)
-    ]
-  return jnp.asarray(np.stack(maps), jnp.float32)
+  return _common.check_finite_result(
+      jnp.asarray(np.stack(maps), jnp.float32), "xrai")

@@ -51,6 +51,7 @@ def cam(model, x, target=None) -> jax.Array:
         f"CAM needs a global-pooling head; {type(model).__name__} has "
         "head_pool=None (a flatten + dense head, as in LeNet). Use sat, "
         "integrated_gradients or rise instead.")
-  target = _common.resolve_target(target, x.shape[0])
   graphdef, state = _common.split(model)
-  return _cam(graphdef, state, x, target)
+  target = _common.resolve_target(
+      target, x.shape[0], _common.num_classes(graphdef, state, x))
+  return _common.check_finite_result(_cam(graphdef, state, x, target), "cam")

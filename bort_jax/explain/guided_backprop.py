@@ -79,4 +79,6 @@ def reconstruct(model, x, *, layer, features=None) -> jax.Array:
   graphdef, state = _common.split(model)
   if features is not None:
     features = jnp.asarray(features)
-  return _reconstruct(graphdef, state, x, features, layer=index)
+    _common.check_finite(features, "features")
+  return _common.check_finite_result(
+      _reconstruct(graphdef, state, x, features, layer=index), "reconstruct")

@@ -21,6 +21,8 @@ class DeletionInsertion(NamedTuple):
   insertion: jax.Array      # (N, n_steps + 1) score after t·step pixels inserted
   deletion_auc: jax.Array   # (N,) lower is better
   insertion_auc: jax.Array  # (N,) higher is better
+  tied_fraction: jax.Array  # (N,) share of pixels whose saliency equals
+                            # another pixel's in the same map
 
 
 def rise_blur_kernel(size: int = 11, sigma: float = 5.0) -> np.ndarray:
@@ -41,74 +43,117 @@ def blur(x: jax.Array) -> jax.Array:
       feature_group_count=c)
 
 
-def pixel_ranks(saliency: jax.Array) -> jax.Array:
-  """(N, H·W) rank of every pixel, 0 = most salient; ties go to the pixel
-  earlier in raster order (stable sort)."""
+def pixel_ranks(saliency: jax.Array, key=None) -> jax.Array:
+  """(N, H·W) rank of every pixel, 0 = most salient.
+
+  Ties go to the pixel earlier in raster order (stable sort), or, with a PRNG
+  ``key``, to a uniformly random order (one permutation per map).
+  """
   flat = saliency.reshape(saliency.shape[0], -1)
-  order = jnp.argsort(-flat, axis=-1, stable=True)
+  if key is None:
+    order = jnp.argsort(-flat, axis=-1, stable=True)
+  else:
+    keys = jax.random.split(key, flat.shape[0])
+    shuffle = jax.vmap(
+        lambda k: jax.random.permutation(k, flat.shape[1]))(keys)
+    order = jnp.lexsort((shuffle, -flat), axis=-1)  # last key is primary
   return jnp.argsort(order, axis=-1, stable=True)
 
 
+def tied_fraction(saliency: jax.Array) -> jax.Array:
+  """(N,) share of each map's pixels whose value equals another pixel's."""
+  flat = jnp.sort(saliency.reshape(saliency.shape[0], -1), axis=-1)
+  same = flat[:, 1:] == flat[:, :-1]
+  edge = jnp.zeros_like(same[:, :1])
+  tied = jnp.concatenate([edge, same], -1) | jnp.concatenate([same, edge], -1)
+  return jnp.mean(tied, axis=-1)
+
+
+def rise_auc(curve: jax.Array) -> jax.Array:
+  """RISE's normalised area: the trapezoid rule on ``t / n_steps`` (equal
+  spacing, also when the last step changes fewer than ``step`` pixels)."""
+  return (jnp.sum(curve, -1) - 0.5 * (curve[..., 0] + curve[..., -1])) / (
+      curve.shape[-1] - 1)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("graphdef", "step", "score", "batch_size"))
-def _deletion_insertion(graphdef, state, x, saliency, target, *, step, score,
-                        batch_size):
-  model = _common.merge_eval(graphdef, state)
-  n, h, w, _ = x.shape
-  logits = model(x)
-  target = _common.predicted_or(target, logits)
-  ranks = pixel_ranks(saliency).reshape(n, h, w, 1)
+    jax.jit,
+    static_argnames=("definition", "step", "score", "tie_orders",
+                     "batch_size"))
+def _deletion_insertion(definition, params, x, saliency, target, key, *, step,
+                        score, tie_orders, batch_size):
+  model = _common.logits_fn(definition, params)
+  n, h, w, c = x.shape
+  target = _common.predicted_or(target, model(x))
+  if tie_orders == 1:  # no ties: one order, the descending sort
+    ranks = pixel_ranks(saliency)[None]
+  else:
+    ranks = jax.vmap(lambda k: pixel_ranks(saliency, k))(
+        jax.random.split(key, tie_orders))
+  ranks = ranks.reshape(tie_orders, n, h, w, 1)
   blurred = blur(x)
   n_steps = math.ceil(h * w / step)
   counts = jnp.minimum(jnp.arange(n_steps + 1) * step, h * w)
+  both = jnp.tile(target, 2 * tie_orders)
 
   def scores_at(count):
     changed = ranks < count  # all channels of a pixel together
     deleted = jnp.where(changed, jnp.zeros_like(x), x)
     inserted = jnp.where(changed, x, blurred)
-    out = model(jnp.concatenate([deleted, inserted]))
+    images = jnp.concatenate([deleted, inserted]).reshape(-1, h, w, c)
+    out = model(images)
     if score == "prob":
       out = jax.nn.softmax(out)
-    both = jnp.concatenate([target, target])
-    return _common.pick(out, both).reshape(2, n)
+    # Mean over the tie orders: the expected score at this count.
+    return _common.pick(out, both).reshape(2, tie_orders, n).mean(1)
 
   curves = jax.lax.map(scores_at, counts, batch_size=batch_size)  # (T, 2, N)
   deletion, insertion = curves[:, 0].T, curves[:, 1].T
-  fraction = counts / (h * w)
-  return DeletionInsertion(deletion, insertion,
-                           jnp.trapezoid(deletion, fraction, axis=-1),
-                           jnp.trapezoid(insertion, fraction, axis=-1))
+  return DeletionInsertion(deletion, insertion, rise_auc(deletion),
+                           rise_auc(insertion), tied_fraction(saliency))
 
 
 def deletion_insertion(model, x, saliency, *, step: int, target=None,
-                       score: str = "prob",
+                       score: str = "prob", tie_orders: int = 8,
+                       seed: int = 0,
                        batch_size: int = 8) -> DeletionInsertion:
-  """Deletion and insertion curves and AUCs (RISE protocol).
+  """Deletion and insertion curves and AUCs (RISE protocol), tie-invariant.
 
-  Pixels are ranked by saliency (descending; ties by raster order) and
-  changed ``step`` at a time, all channels of a pixel together.  Deletion
-  starts at ``x`` and sets pixels to 0 (in the model's normalised input
-  space); insertion starts at RISE's blurred copy (:func:`blur`) and restores
-  pixels of ``x``.  The curve is the softmax probability (``score="prob"``)
-  or logit (``"logit"``) of the class predicted on ``x`` (or ``target``),
-  at ``t = 0 .. ceil(H·W / step)``; AUCs use the trapezoid rule over the
-  fraction of pixels changed, in [0, 1].
+  Pixels are ranked by saliency (descending) and changed ``step`` at a time,
+  all channels of a pixel together.  Deletion starts at ``x`` and sets pixels
+  to 0 (in the model's normalised input space); insertion starts at RISE's
+  blurred copy (:func:`blur`) and restores pixels of ``x``.  The curve is the
+  softmax probability (``score="prob"``) or logit (``"logit"``) of the class
+  predicted on ``x`` (or ``target``), at ``t = 0 .. ceil(H·W / step)``; the
+  AUC is RISE's (:func:`rise_auc`: trapezoid on ``t / n_steps``, in [0, 1]).
+
+  Ties: pixels of equal saliency have no order, so the curve is the
+  expectation over random orders of each tied group, estimated by averaging
+  the scores of ``tie_orders`` seeded uniformly random tie-breaks (all orders
+  evaluated in the same batched model call).  A map without ties has one
+  order and needs one evaluation per step: then the result is exactly
+  RISE's ``CausalMetric``.  ``tied_fraction`` reports how much of each map
+  was tied (exact equality).
 
   Args:
-    model: a model mapping images to logits.
+    model: an ``nnx.Module`` or any JAX-traceable callable mapping images to
+      logits.
     x: images (N, H, W, C).
-    saliency: (N, H, W), or (N, H, W, C) reduced by ``Σ_c |·|``.
+    saliency: (N, H, W), or (N, H, W, C) reduced by ``Σ_c |·|``; finite.
     step: pixels changed per step.
     target: class per image, None = predicted class.
     score: "prob" or "logit".
-    batch_size: steps evaluated together (each on 2·N images).
+    tie_orders: random tie-breaks averaged when any map has ties.
+    seed: PRNG seed of the tie-breaks.
+    batch_size: steps evaluated together (each on 2·N·orders images).
 
   Returns:
     :class:`DeletionInsertion`.
   """
   x = _common.check_images(x)
-  _common.check_positive_int(step, "step")
-  _common.check_positive_int(batch_size, "batch_size")
+  step = _common.check_positive_int(step, "step")
+  tie_orders = _common.check_positive_int(tie_orders, "tie_orders")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   if score not in SCORES:
     raise ValueError(f"score must be one of {SCORES}; got {score!r}")
   saliency = jnp.asarray(saliency)
@@ -118,10 +163,13 @@ def deletion_insertion(model, x, saliency, *, step: int, target=None,
     raise ValueError(
         f"saliency must have shape {x.shape[:3]} or {x.shape}; got "
         f"{saliency.shape}")
-  if bool(jnp.any(jnp.isnan(saliency))):
-    raise ValueError("saliency contains NaN; pixel ranking is undefined")
-  target = _common.resolve_target(target, x.shape[0])
-  graphdef, state = _common.split(model)
-  return _deletion_insertion(graphdef, state, x, saliency.astype(jnp.float32),
-                             target, step=step, score=score,
-                             batch_size=batch_size)
+  _common.check_finite(saliency, "saliency")
+  saliency = saliency.astype(jnp.float32)
+  if not bool(jnp.any(tied_fraction(saliency) > 0)):
+    tie_orders = 1
+  definition, params, target = _common.black_box(model, x, target)
+  return _common.check_finite_result(
+      _deletion_insertion(definition, params, x, saliency, target,
+                          jax.random.key(int(seed)), step=step, score=score,
+                          tie_orders=tie_orders, batch_size=batch_size),
+      "deletion_insertion")

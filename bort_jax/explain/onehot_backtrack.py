@@ -7,64 +7,36 @@ channels and positions Algorithm 1 backtracks.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-from bort_jax.explain import _common
 from bort_jax.explain import _conv_geometry
 from bort_jax.explain import guided_backprop
 
 
-_TOP_KIND_CACHE: dict = {}
+TOP_KINDS = ("relu", "linear", None)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "layer"))
-def _probe_top(graphdef, state, x, *, layer):
-  model = _common.merge_eval(graphdef, state)
-  conv = model.conv(layer)
-  below = x if layer == 1 else model.features(x, layer - 1)
-  top = model.features(x, layer)
-  pre = conv(below)
-  return below, pre, top
-
-
-def top_conv_kind(model, graphdef, state, x, index):
-  """How ``features(x, index)`` follows from ``features(x, index - 1)``.
-
-  "relu" or "linear" if it is exactly ``relu(conv(features(index - 1)))`` or
-  ``conv(features(index - 1))`` (checked once numerically on a random input of
-  ``x``'s shape, cached per graph, layer and shape), else None.  Lets one-hot
-  cotangents skip the top conv's full transpose.
+def top_conv_kind(model, index):
+  """How ``features(x, index)`` follows from ``features(x, index - 1)``, as
+  the model declares it (``model.top_activation(index)``, see
+  :class:`bort_jax.models.ConvClassifier`): "relu", "linear" or None (the
+  general VJP; also for models that declare nothing).  Only an ungrouped
+  conv with SAME/VALID/explicit padding can take the kernel-slice path.
   """
-  key = (graphdef, index, x.shape[1:], str(x.dtype))
-  if key not in _TOP_KIND_CACHE:
-    _TOP_KIND_CACHE[key] = _probe_kind(model, graphdef, state, x, index)
-  return _TOP_KIND_CACHE[key]
-
-
-def _probe_kind(model, graphdef, state, x, index):
+  declare = getattr(model, "top_activation", None)
+  kind = declare(index) if callable(declare) else None
+  if kind not in TOP_KINDS:
+    raise ValueError(
+        f"{type(model).__name__}.top_activation({index}) must be one of "
+        f"{TOP_KINDS}; got {kind!r}")
+  if kind is None:
+    return None
   conv = model.conv(index)
-  if getattr(conv, "feature_group_count", 1) != 1:
+  if (getattr(conv, "feature_group_count", 1) != 1
+      or _conv_geometry.explicit_pads(conv, (1, 1)) is None):
     return None
-  probe = jax.random.normal(jax.random.key(0), (1,) + x.shape[1:], x.dtype)
-  try:
-    below, pre, top = _probe_top(graphdef, state, probe, layer=index)
-  except (TypeError, ValueError):
-    return None
-  if below.ndim != 4 or below.shape[-1] != conv.kernel.shape[2]:
-    return None
-  if (_conv_geometry.explicit_pads(conv, below.shape[1:3]) is None
-      or pre.shape != top.shape):
-    return None
-  scale = float(jnp.max(jnp.abs(top))) + 1e-12
-  close = lambda a, b: bool(jnp.allclose(a, b, rtol=1e-4, atol=1e-5 * scale))
-  if close(jax.nn.relu(pre), top):
-    return "relu"
-  if close(pre, top):
-    return "linear"
-  return None
+  return kind
 
 
 def onehot_backtracker(model, x, index, top_kind):

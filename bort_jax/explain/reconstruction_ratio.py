@@ -67,4 +67,5 @@ def reconstruction_ratios(model, x) -> dict:
   x = _common.check_images(x)
   _common.conv_layer_names(model)
   graphdef, state = _common.split(model)
-  return _reconstruction_ratios(graphdef, state, x)
+  return _common.check_finite_result(
+      _reconstruction_ratios(graphdef, state, x), "reconstruction_ratios")

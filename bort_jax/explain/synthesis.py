@@ -56,13 +56,14 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   """
   x = _common.check_images(x)
   index = _common.layer_index(model, layer)
-  _common.check_positive_int(k, "k")
-  _common.check_positive_int(batch_size, "batch_size")
+  k = _common.check_positive_int(k, "k")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
-  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
-  return _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
-                    k=k, top_kind=top_kind, batch_size=batch_size)
+  top_kind = onehot_backtrack.top_conv_kind(model, index)
+  return _common.check_finite_result(
+      _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
+                 k=k, top_kind=top_kind, batch_size=batch_size), "decompose")
 
 
 def cluster_components(components, n_clusters: int, *, seed: int = 0):
@@ -135,13 +136,14 @@ def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
         f"x_source and x_target must have the same shape; got "
         f"{x_source.shape} and {x_target.shape}")
   index = _common.layer_index(model, layer)
-  _common.check_positive_int(k, "k")
-  _common.check_positive_int(batch_size, "batch_size")
+  k = _common.check_positive_int(k, "k")
+  batch_size = _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
-  return _synthesize(graphdef, state, x_source, x_target,
-                     jnp.asarray(B, x_source.dtype), layer=index, k=k,
-                     batch_size=batch_size)
+  return _common.check_finite_result(
+      _synthesize(graphdef, state, x_source, x_target,
+                  jnp.asarray(B, x_source.dtype), layer=index, k=k,
+                  batch_size=batch_size), "synthesize_adversarial")
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

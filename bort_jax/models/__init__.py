@@ -9,7 +9,9 @@ position tables have other names. Train/eval mode: ``model.train()`` /
 The convolutional models (``lenet``, ``acnn_*``, ``vgg16``, ``resnet50``)
 also provide the explainer interface of :class:`common.ConvClassifier`:
 ``model(x, *, activation=None)``, ``layer_names``, ``features(x, layer)``,
-``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``.
+``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``, plus
+``explain_layer`` (the layer the paper explains from) and
+``top_activation(layer)`` (how a layer follows from the previous one).
 """
 
 from typing import Callable

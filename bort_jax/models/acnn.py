@@ -100,13 +100,15 @@ class ACNN(common.ConvClassifier):
   def __init__(self, specs: Sequence[ConvSpec], *, num_classes: int,
                in_channels: int, dense_head: bool, rngs: nnx.Rngs,
                width_multiplier: float = 1.0, dropout_rate: float = 0.0,
-               dropout_before: Optional[str] = None):
+               dropout_before: Optional[str] = None,
+               explain_layer: Optional[str] = None):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
     width_multiplier = common.check_width_multiplier(width_multiplier)
     dropout_rate = common.check_rate("dropout_rate", dropout_rate)
     self.layer_names = tuple(f"conv{i + 1}" for i in range(len(specs)))
     self.relu_after = tuple(spec.relu for spec in specs)
+    self._explain_layer = self.layer_name(explain_layer or len(specs))
     self.dropout_before = dropout_before
     fan_in = self.in_channels
     for name, spec in zip(self.layer_names, specs):
@@ -122,6 +124,15 @@ class ACNN(common.ConvClassifier):
                     if dropout_rate > 0 and dropout_before else None)
     self.head = nnx.Linear(fan_in, num_classes, rngs=rngs) if dense_head else None
     self.head_pool = "max"
+
+  @property
+  def explain_layer(self) -> str:
+    return self._explain_layer
+
+  def top_activation(self, layer) -> str:
+    # A plain stack (dropout is off in eval mode): conv, then ReLU or not.
+    relu = self.relu_after[self.layer_names.index(self.layer_name(layer))]
+    return "relu" if relu else "linear"
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
     common.check_images(x, self.in_channels)
@@ -139,23 +150,29 @@ class ACNN(common.ConvClassifier):
 
 def acnn_small_mnist(*, num_classes: int = 10, rngs: nnx.Rngs,
                      width_multiplier: float = 1.0, in_channels: int = 1) -> ACNN:
-  """ACNN-Small for 28x28 MNIST (Table 4, left column)."""
+  """ACNN-Small for 28x28 MNIST (Table 4, left column), explained from
+  conv5 (Section 4.2)."""
   return ACNN(ACNN_SMALL_MNIST, num_classes=num_classes, in_channels=in_channels,
-              dense_head=True, rngs=rngs, width_multiplier=width_multiplier)
+              dense_head=True, rngs=rngs, width_multiplier=width_multiplier,
+              explain_layer="conv5")
 
 
 def acnn_small_cifar(*, num_classes: int = 10, rngs: nnx.Rngs,
                      width_multiplier: float = 1.0, in_channels: int = 3) -> ACNN:
-  """ACNN-Small for 32x32 CIFAR-10 (Table 4, right column)."""
+  """ACNN-Small for 32x32 CIFAR-10 (Table 4, right column), explained from
+  conv5 (Section 4.2)."""
   return ACNN(ACNN_SMALL_CIFAR, num_classes=num_classes, in_channels=in_channels,
-              dense_head=True, rngs=rngs, width_multiplier=width_multiplier)
+              dense_head=True, rngs=rngs, width_multiplier=width_multiplier,
+              explain_layer="conv5")
 
 
 def acnn_base(*, num_classes: int = 1000, rngs: nnx.Rngs,
               width_multiplier: float = 1.0, in_channels: int = 3,
               dropout_rate: float = 0.0) -> ACNN:
   """ACNN-Base for 224x224 ImageNet (Table 5). conv12 keeps ``num_classes``
-  channels under ``width_multiplier``: its global max pool is the logits."""
+  channels under ``width_multiplier``: its global max pool is the logits.
+  The paper explains it from its 8th layer, conv8 (Section 4.2)."""
   return ACNN(ACNN_BASE, num_classes=num_classes, in_channels=in_channels,
               dense_head=False, rngs=rngs, width_multiplier=width_multiplier,
-              dropout_rate=dropout_rate, dropout_before=_BASE_DROPOUT_BEFORE)
+              dropout_rate=dropout_rate, dropout_before=_BASE_DROPOUT_BEFORE,
+              explain_layer="conv8")

@@ -196,10 +196,26 @@ class ConvClassifier(nnx.Module):
 
   Subclasses set ``layer_names``, ``head`` (the ``nnx.Linear`` after global
   pooling of the last conv layer's features, or None) and ``head_pool``
-  (``'max'``, ``'avg'`` or None).
+  (``'max'``, ``'avg'`` or None), and may override ``explain_layer`` and
+  ``top_activation``.
   """
 
   layer_names: tuple[str, ...] = ()
+
+  @property
+  def explain_layer(self) -> str:
+    """The layer the paper explains this model from (SAT, reconstruction,
+    decomposition); where the paper names none, the last conv layer."""
+    return self.layer_names[-1]
+
+  def top_activation(self, layer: LayerRef) -> Optional[str]:
+    """How ``features(x, layer)`` follows from the previous layer's features
+    (``x`` for the first layer): ``"relu"`` if it is ``relu(conv(·))``,
+    ``"linear"`` if ``conv(·)``, None if anything else comes between (pooling,
+    BN, a residual). Lets the explainers walk a one-hot signal back through
+    the top conv by placing a kernel slice; None means the general VJP."""
+    del layer
+    return None
 
   def _trace(self, x: jax.Array, activation: Activation,
              eval_mode: Optional[bool]) -> Trace:

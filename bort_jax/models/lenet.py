@@ -53,6 +53,10 @@ class LeNet(common.ConvClassifier):
     self.head = None
     self.head_pool = None
 
+  def top_activation(self, layer) -> Optional[str]:
+    # conv1 is relu(conv1(x)); conv2 follows a max pool.
+    return "relu" if self.layer_name(layer) == "conv1" else None
+
   def _trace(self, x, activation, eval_mode) -> common.Trace:
     del eval_mode  # LeNet has neither BN nor dropout.
     common.check_images(x, self.in_channels, self.image_size)

@@ -8,7 +8,7 @@ The classifier flattens a 7x7 map, so there is no global-pool head (``head``
 and ``head_pool`` are None). Layers are named ``conv1`` ... ``conv13``.
 """
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from flax import nnx
 
@@ -61,6 +61,11 @@ class VGG(common.ConvClassifier):
     self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
     self.head = None
     self.head_pool = None
+
+  def top_activation(self, layer) -> Optional[str]:
+    # relu(conv(·)) of the previous conv, unless a stage's max pool is between.
+    index = self.layer_names.index(self.layer_name(layer)) + 1
+    return None if index - 1 in self.pool_after else "relu"
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
     common.check_images(x, self.in_channels)

@@ -60,6 +60,10 @@ def explain_config() -> ml_collections.ConfigDict:
   config.num_show = 6           # images drawn in Fig. 4/5/6
   config.k = 64                 # salient channels (SAT, decomposition, synthesis)
   config.B = 1.0                # value put at each selected maximum
+  # SAT's binarisation threshold, our own definition (the paper leaves γ's
+  # scale open): relative to each backtracked signal's peak of max_c |S_c|.
+  config.sat_gamma = 0.5        # = bort_jax.explain.DEFAULT_GAMMA
+  config.deletion_tie_orders = 8  # random tie-breaks averaged per tied map
   config.ig_steps = 32
   config.xrai_steps = 32        # IG steps inside PAIR's XRAI
   config.guided_ig_steps = 32
