@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 from jax import lax
 
 from bort_jax import optim
@@ -142,8 +142,8 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   return stats
 
 
-def _gram_entries(kernel, n_out_axes=1):
-  w = kernel_matrix(jnp.asarray(kernel), n_out_axes)
+def _gram_entries(kernel, dimension_numbers=1):
+  w = kernel_matrix(jnp.asarray(kernel), dimension_numbers)
   out, fan_in = w.shape
   # The smaller side, as orthogonality_stats: W Wᵀ (rows = output units,
   # Eq. 6) unless there are more outputs than fan-in, then Wᵀ W.
@@ -170,23 +170,21 @@ def gram_distribution(model_or_params) -> dict:
     ``{name: {"diag": (m,) array, "offdiag": (m·(m-1),) array}}`` with
     ``m = min(out, fan_in)``.
   """
-  if isinstance(model_or_params, nnx.Module) and hasattr(
-      model_or_params, "layer_names") and hasattr(model_or_params, "conv"):
+  if hasattr(model_or_params, "layer_names") and hasattr(
+      model_or_params, "conv"):
     model = model_or_params
     return {name: _gram_entries(model.conv(name).kernel[...])
             for name in model.layer_names}
   params = model_or_params
-  if isinstance(params, nnx.Module):
+  # An nnx.Module can only exist when flax is imported; the optimizer's base
+  # install has no flax.
+  nnx = sys.modules.get("flax.nnx")
+  if nnx is not None and isinstance(params, nnx.Module):
     params = nnx.state(params, nnx.Param)
-  mask = optim.default_mask(params)
-  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-  flat_mask = jax.tree_util.tree_leaves(mask)
-  if len(flat_mask) != len(leaves):
-    raise ValueError("could not align the kernel mask with the params pytree")
-  out = {}
-  for (path, leaf), selected in zip(leaves, flat_mask):
-    if selected and jnp.ndim(leaf) >= 2:
-      out[path_name(path)] = _gram_entries(leaf)
+  out = {kernel.name: _gram_entries(kernel.kernel, kernel.dimension_numbers)
+         for kernel in optim.select_kernels(params)}
   if not out:
-    raise ValueError("no leaf named 'kernel' with ndim >= 2 found in params")
+    raise ValueError("no kernel found in params: gram_distribution reads the "
+                     "leaves bort_jax.bort selects by default (named "
+                     "'kernel')")
   return out
