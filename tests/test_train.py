@@ -195,7 +195,7 @@ def test_each_config_family_trains_two_steps_and_evaluates(row, model,
   if model is not None:
     config.model, config.momentum = model, 0.0
   config = tiny(config)
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   with tfds.testing.mock_data(num_examples=32):
     final = train.train_and_evaluate(config, tmp_path)
   records = read_metrics(tmp_path)
@@ -246,7 +246,7 @@ def resume_config(num_train_steps):
 
 
 def test_resume_gives_bitwise_the_same_parameters(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   straight, halves = tmp_path / "straight", tmp_path / "halves"
   with tfds.testing.mock_data(num_examples=32):  # 2 steps per epoch
     train.train_and_evaluate(resume_config(4), straight)
@@ -270,7 +270,7 @@ def _tree_digest(directory):
 
 
 def test_bad_checkpoints_raise_naming_the_file_and_stay_untouched(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   with tfds.testing.mock_data(num_examples=32):
     check_bad_checkpoints(tmp_path)
 

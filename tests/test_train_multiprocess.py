@@ -62,7 +62,7 @@ def single_process_params(config):
 
 
 def run_two_processes(workdir, num_train_steps):
-  portpicker = pytest.importorskip("portpicker")
+  import portpicker  # pinned: a missing package must fail
   port = portpicker.pick_unused_port()
   workers = [launch(p, port, workdir, num_train_steps) for p in range(2)]
   try:
