@@ -67,6 +67,52 @@ def test_config_rows_are_complete_and_follow_the_paper(row):
                                                                  "resnet50"))
 
 
+# Tables 6 and 7 of the paper, typed here from the appendix (not read from
+# recipes.py): row -> (λ_wd, λ, drop path, momentum, batch, lr) and
+# (RandAugment, mixup, cutmix, erase, color jitter, aug splits, loss).
+_PAPER_T6 = {
+    "vgg16_sgd": (5e-5, 0, 0, 0.9, 1024, 0.05),
+    "vgg16_bort_sgd": (2e-5, 1e-3, 0, 0.9, 1024, 0.05),
+    "vgg16_adamw": (2e-5, 0, 0, 0, 1024, 1e-3),
+    "vgg16_bort_adamw": (2e-5, 1e-4, 0, 0, 1024, 1e-3),
+    "resnet50_sgd": (2e-5, 0, 0, 0.9, 1024, 0.05),
+    "resnet50_bort_sgd": (2e-5, 1e-4, 0, 0.9, 1024, 0.05),
+    "resnet50_adamw": (2e-5, 0, 0, 0, 1024, 1e-3),
+    "resnet50_bort_adamw": (2e-5, 1e-4, 0, 0, 1024, 1e-3),
+    "resnet50_lamb": (0.02, 0, 0, 0, 2048, 5e-3),
+    "resnet50_bort_lamb": (2e-3, 2e-5, 0, 0, 2048, 5e-3),
+    "deit_small_adamw": (0.05, 0, 0.1, 0, 1024, 5e-4),
+    "deit_small_bort_adamw": (5e-3, 0.05, 0.1, 0, 1024, 5e-4),
+    "swin_small_adamw": (0.05, 0, 0.3, 0, 1024, 5e-4),
+    "swin_small_bort_adamw": (5e-3, 0.05, 0.3, 0, 1024, 5e-4),
+}
+_CNN_T7 = ("rand-m9-mstd0.5", 0, 0, 0.6, 0, 3, "jsd")
+_LAMB_T7 = ("rand-m7-mstd0.5", 0.1, 1, 0, 0, 3, "bce")
+_PAPER_T7 = {row: _CNN_T7 for row in _PAPER_T6 if row.startswith(("vgg", "res"))}
+_PAPER_T7.update({
+    "resnet50_lamb": _LAMB_T7, "resnet50_bort_lamb": _LAMB_T7,
+    "deit_small_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.3, 1, "ce"),
+    "deit_small_bort_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.3, 1, "ce"),
+    "swin_small_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.4, 1, "ce"),
+    "swin_small_bort_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.4, 1, "ce"),
+})
+
+
+@pytest.mark.parametrize("row", sorted(_PAPER_T6))
+def test_imagenet_configs_carry_the_values_of_tables_6_and_7(row):
+  config = get_config(f"imagenet_{row}")
+  a = config.augment
+  got6 = (config.weight_decay, config.lam, config.drop_path, config.momentum,
+          config.batch_size, config.learning_rate)
+  got7 = (a.rand_augment, a.mixup, a.cutmix, a.random_erasing, a.color_jitter,
+          a.aug_splits, config.loss)
+  assert got6 == pytest.approx(_PAPER_T6[row], rel=1e-12), got6
+  assert (got7[0], got7[-1]) == (_PAPER_T7[row][0], _PAPER_T7[row][-1])
+  assert got7[1:-1] == pytest.approx(_PAPER_T7[row][1:-1], rel=1e-12), got7
+  assert (config.num_epochs, config.lr_schedule, config.warmup_epochs) == (
+      300, "cosine", 5)
+
+
 # ------------------------------------------------------------------ losses
 
 
