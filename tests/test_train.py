@@ -260,6 +260,50 @@ def test_each_config_family_trains_two_steps_and_evaluates(row, model,
   assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
+# ------------------------------------------------------------ evaluation
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """5 steps of LeNet on digits, a checkpoint every step, eval batches of 48
+  (360 test images: 7 full batches and one padded with 24 masked rows)."""
+  workdir = tmp_path_factory.mktemp("digits_run")
+  config = tiny("digits_lenet_bort_sgd", num_train_steps=5,
+                checkpoint_every_steps=1, eval_batch_size=48)
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_evaluation_matches_numpy_metrics_of_the_loaded_model(digits_run):
+  workdir, final = digits_run
+  model, config = train.load_trained(workdir)
+  images, labels = [], []
+  for batch in bort_jax.data.load("digits", split=config.eval_split,
+                                  batch_size=100, train=False):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  logits = np.asarray(model(jnp.asarray(images)), np.float64)
+  log_probs = logits - logits.max(1, keepdims=True)
+  log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+  rows = np.arange(len(labels))
+  top5 = np.argsort(-logits, axis=1)[:, :5]
+  assert final["eval_examples"] == len(labels) == 360
+  np.testing.assert_allclose(final["eval_loss"],
+                             -log_probs[rows, labels].mean(), rtol=1e-5)
+  assert final["top1"] == pytest.approx(
+      np.mean(logits.argmax(1) == labels), abs=1e-9)
+  assert final["top5"] == pytest.approx(
+      np.mean((top5 == labels[:, None]).any(1)), abs=1e-9)
+  assert final["top1"] < final["top5"] < 1  # both informative after 5 steps
+
+
+def test_only_the_three_newest_checkpoints_are_kept(digits_run):
+  workdir, _ = digits_run
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [3, 4, 5]
+
+
 # ------------------------------------------------------- resume/checkpoints
 
 
@@ -306,6 +350,13 @@ def test_resume_gives_bitwise_the_same_parameters(tmp_path):
   assert [r["step"] for r in read_metrics(halves)] == [2, 3, 4]
   jax.tree.map(np.testing.assert_array_equal, params_of(straight),
                params_of(halves))
+  # load_trained gives the model in eval mode: dropout 0.5 is off, so two
+  # calls agree, and they differ once the model is put in train mode.
+  model, config = train.load_trained(straight)
+  x = jax.random.normal(jax.random.key(0), (2, 128, 128, 1))
+  np.testing.assert_array_equal(model(x), model(x))
+  model.train()
+  assert not np.allclose(model(x), model(x))
   assert read_metrics(straight)[-1]["eval_loss"] == final["eval_loss"]
 
 
