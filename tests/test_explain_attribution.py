@@ -1,6 +1,5 @@
 """CAM, IG, RISE, XRAI and GuidedIG."""
 
-import importlib
 import math
 
 import jax
@@ -12,9 +11,8 @@ from flax import nnx
 from scipy import ndimage
 
 from bort_jax import explain
+from bort_jax.explain import attribution
 import explain_fixtures as F
-
-attribution = importlib.import_module("bort_jax.explain.attribution")
 
 
 def test_cam_equals_formula():
