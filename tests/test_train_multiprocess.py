@@ -23,13 +23,19 @@ from bort_jax.train import step as step_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "configs" / "digits_lenet_bort_sgd.py"
 OVERRIDES = {"batch_size": 16, "eval_batch_size": 120, "num_train_steps": 2,
-             "momentum": 0.9, "progress": False, "log_every_steps": 1}
+             "momentum": 0.9, "progress": False, "log_every_steps": 1,
+             # A narrow DeiT with stochastic depth 0.5 instead of LeNet (no
+             # dropout): the drop-path RNG stream must carry over the resume.
+             "model": "deit_small", "drop_path": 0.5}
+MODEL_OVERRIDES = {"width_multiplier": 0.125, "depth": 1, "image_size": 28,
+                   "patch_size": 7, "in_channels": 1}
 
 
 def launch(process_id, port, workdir, num_train_steps):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
   overrides = dict(OVERRIDES, num_train_steps=num_train_steps)
-  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()] + [
+      f"--config.model_overrides.{k}={v}" for k, v in MODEL_OVERRIDES.items()]
   return subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
@@ -92,6 +98,7 @@ def test_two_processes_stop_resume_and_train_like_one(tmp_path):
       "experiments.configs.digits_lenet_bort_sgd").get_config()
   for key, value in OVERRIDES.items():
     config[key] = value
+  config.model_overrides = dict(MODEL_OVERRIDES)
   model, saved_config = train.load_trained(tmp_path)
   assert saved_config.batch_size == 16 and saved_config.num_train_steps == 2
   two_process = nnx.to_pure_dict(nnx.state(model, nnx.Param))
