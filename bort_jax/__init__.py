@@ -28,9 +28,16 @@ _SUBMODULES = ("models", "explain", "data", "train", "plots")
 
 
 def __getattr__(name):
-  # Submodules load on first use, so `import bort_jax` stays as light as optax.
+  # Submodules load on first use, so `import bort_jax` needs only jax, optax
+  # and numpy (the base install); the rest come with the extras.
   if name in _SUBMODULES:
-    return _importlib.import_module(f"bort_jax.{name}")
+    try:
+      return _importlib.import_module(f"bort_jax.{name}")
+    except ModuleNotFoundError as e:
+      raise ModuleNotFoundError(
+          f"bort_jax.{name} needs {e.name!r}, which is not installed: "
+          f'pip install "bort_jax[{name}]" (or "bort_jax[all]").',
+          name=e.name) from e
   raise AttributeError(f"module 'bort_jax' has no attribute {name!r}")
 
 

@@ -19,12 +19,18 @@ Public pieces:
   optimizer: the coupled variant).
 * :func:`bort_sgd`, :func:`bort_adamw`, :func:`bort_lamb` — Bort-S / Bort-A /
   Bort-L with the authors' placement of the term.
+* :class:`BortDimensionNumbers` and :func:`select_kernels` — which leaves are
+  kernels and how each is read as ``(fan_in, out)`` in any layout (Flax,
+  Haiku, PyTorch/Equinox, stacked layers); :mod:`bort_jax.diagnostics` reads
+  kernels through the same helper.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
-from typing import Any, Callable, NamedTuple, Optional, Union
+import warnings
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,17 +45,36 @@ _TWO_OUTPUT_AXES_PARENTS = ("query", "key", "value", "q", "k", "v", "qkv")
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 MaskOrFn = Optional[Union[Any, Callable[[Any], Any]]]
+Axes = Union[int, Sequence[int]]
 
 
 class BortDimensionNumbers(NamedTuple):
-  """How a kernel is read as a ``(fan_in, out)`` matrix.
+  """Which axes of a kernel are its fan-in and which its outputs.
+
+  The convention of ``optax.contrib.MuonDimensionNumbers``: the kernel acts as
+  ``x W = y`` with ``reduction_axis`` contracted against the input and
+  ``output_axis`` indexing output units (the rows of the paper's ``W``). Axes
+  in neither are batch axes: each slice along them gets its own correction
+  (e.g. layers stacked by ``nnx.scan``).
 
   Attributes:
-    n_out_axes: how many trailing axes of the kernel are output axes. Conv
-      ``(kh, kw, in, out)`` and Dense ``(in, out)``: 1. Attention q/k/v
-      ``(in, heads, head_dim)``: 2. Attention out ``(heads, head_dim, out)``: 1.
+    reduction_axis: fan-in axis or axes; ``None`` (default) means every axis
+      that is not an output axis.
+    output_axis: output axis or axes; default ``-1`` (Flax/Haiku: Conv
+      ``(kh, kw, in, out)``, Dense ``(in, out)``). Flax attention q/k/v
+      ``(in, heads, head_dim)``: ``(-2, -1)``. PyTorch/Equinox Linear
+      ``(out, in)`` and Conv ``(out, in, kh, kw)``: ``0``.
   """
-  n_out_axes: int = 1
+  reduction_axis: Optional[Axes] = None
+  output_axis: Axes = -1
+
+  @property
+  def n_out_axes(self) -> int:
+    """How many trailing axes are outputs, for the Flax-style layouts only."""
+    out = _as_tuple(self.output_axis)
+    if self.reduction_axis is not None or out != tuple(range(-len(out), 0)):
+      raise AttributeError(f"{self} does not describe n trailing output axes.")
+    return len(out)
 
 
 class BortState(NamedTuple):
@@ -57,24 +82,38 @@ class BortState(NamedTuple):
   count: jax.Array
 
 
-def _key_name(key) -> Optional[str]:
-  for attr in ("key", "name"):
-    value = getattr(key, attr, None)
-    if isinstance(value, str):
-      return value
-  return None
+# ------------------------------------------------------------ kernel selection
+# One helper for everything that picks kernels and reads them as matrices:
+# the transforms below and bort_jax.diagnostics.
 
 
-def _path_names(path) -> tuple:
+def path_names(path) -> tuple:
   """Names along a pytree path; an ``nnx.Variable``'s ``.value`` is skipped."""
-  return tuple(
-      n for k, n in ((k, _key_name(k)) for k in path)
-      if n is not None and not (
-          isinstance(k, jax.tree_util.GetAttrKey) and n == "value"))
+  names = []
+  for key in path:
+    if isinstance(key, jax.tree_util.GetAttrKey):
+      if key.name != "value":
+        names.append(key.name)
+    elif isinstance(key, jax.tree_util.SequenceKey):
+      names.append(str(key.idx))
+    elif isinstance(key, (jax.tree_util.DictKey,
+                          jax.tree_util.FlattenedIndexKey)):
+      names.append(str(key.key))
+    else:
+      names.append(str(key))
+  return tuple(names)
+
+
+_path_names = path_names  # the name tests have used
+
+
+def path_name(path) -> str:
+  """'layer1/conv/kernel' style name of a pytree path."""
+  return "/".join(path_names(path))
 
 
 def _leaf_is_kernel(path, leaf) -> bool:
-  names = _path_names(path)
+  names = path_names(path)
   return bool(names) and names[-1] == "kernel" and jnp.ndim(leaf) >= 2
 
 
@@ -84,7 +123,7 @@ def default_mask(params):
   That covers Conv, Dense/Linear, attention q/k/v/out and patch-embedding
   kernels, and leaves out biases (attention biases are 2-D, so the name, not
   the rank, decides), norm scales, embeddings, positional embeddings and class
-  tokens.
+  tokens. Haiku (``w``) and Equinox (``weight``) params need a ``mask``.
   """
   return jax.tree_util.tree_map_with_path(_leaf_is_kernel, params)
 
@@ -93,31 +132,205 @@ def default_dimension_numbers(params):
   """Per-leaf :class:`BortDimensionNumbers` inferred from Flax layouts.
 
   3-D kernels under a module named query/key/value (nnx.MultiHeadAttention's
-  LinearGeneral layers) have two output axes; everything else has one.
+  LinearGeneral layers) have two trailing output axes; everything else has
+  its last axis as output.
   """
   def infer(path, leaf):
-    names = _path_names(path)
+    names = path_names(path)
     parent = names[-2] if len(names) >= 2 else ""
     if jnp.ndim(leaf) == 3 and parent in _TWO_OUTPUT_AXES_PARENTS:
-      return BortDimensionNumbers(2)
-    return BortDimensionNumbers(1)
+      return BortDimensionNumbers(output_axis=(-2, -1))
+    return BortDimensionNumbers()
   return jax.tree_util.tree_map_with_path(infer, params)
 
 
+def _as_tuple(axes) -> tuple:
+  return (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
+
+
+def _is_dimension_numbers(x) -> bool:
+  # BortDimensionNumbers or optax's MuonDimensionNumbers (same two fields).
+  return isinstance(x, tuple) and hasattr(x, "reduction_axis") and hasattr(
+      x, "output_axis")
+
+
+def _as_dimension_numbers(value) -> BortDimensionNumbers:
+  """A dimension-numbers leaf: None (default), an int n (n trailing output
+  axes), or BortDimensionNumbers / MuonDimensionNumbers."""
+  if value is None:
+    return BortDimensionNumbers()
+  if isinstance(value, BortDimensionNumbers):
+    return value
+  if _is_dimension_numbers(value):
+    return BortDimensionNumbers(value.reduction_axis, value.output_axis)
+  if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if value < 1:
+      raise ValueError(f"an int dimension_numbers leaf is the number of "
+                       f"trailing output axes, >= 1; got {value}.")
+    return BortDimensionNumbers(output_axis=tuple(range(-value, 0)))
+  raise TypeError("dimension_numbers leaves must be BortDimensionNumbers, an "
+                  "int number of trailing output axes, or None; got "
+                  f"{value!r}.")
+
+
+def kernel_axes(shape, dimension_numbers, name: str = "kernel"):
+  """``(batch, reduction, output)`` axis tuples of a kernel, validated."""
+  dims = _as_dimension_numbers(dimension_numbers)
+  shape = tuple(shape)
+  ndim = len(shape)
+
+  def normalized(axes, field):
+    axes = _as_tuple(axes)
+    for a in axes:
+      if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
+        raise ValueError(f"{name}: {field}={getattr(dims, field)!r} is out of "
+                         f"range for a kernel of shape {shape}.")
+    return tuple(int(a) % ndim for a in axes)
+
+  out = normalized(dims.output_axis, "output_axis")
+  red = (tuple(a for a in range(ndim) if a not in out)
+         if dims.reduction_axis is None else
+         normalized(dims.reduction_axis, "reduction_axis"))
+  if not out or not red or len(set(out + red)) != len(out + red):
+    raise ValueError(
+        f"{name}: {dims} must name at least one output and one reduction "
+        f"axis, each once and not both, for a kernel of shape {shape} (a 1-D "
+        f"leaf has no (fan_in, out) matrix; leave it out with mask=).")
+  if 0 in shape:
+    raise ValueError(
+        f"{name}: the kernel of shape {shape} has a zero-size axis, so it has "
+        f"no (fan_in, out) matrix; leave it out with mask=.")
+  batch = tuple(a for a in range(ndim) if a not in out + red)
+  return batch, red, out
+
+
+def matrix_view(kernel: jax.Array, dimension_numbers=None,
+                name: str = "kernel"):
+  """The kernel as its ``(fan_in, out)`` matrix ``Wᵀ``, and the way back.
+
+  Returns:
+    ``(matrix, unview)``: ``matrix`` is ``(fan_in, out)``, or
+    ``(batch, fan_in, out)`` when the kernel has batch axes; ``unview`` maps
+    an array of that shape back to the kernel's layout.
+  """
+  batch, red, out = kernel_axes(kernel.shape, dimension_numbers, name)
+  perm = batch + red + out
+  size = lambda axes: math.prod(kernel.shape[a] for a in axes)
+  mat_shape = ((size(batch),) if batch else ()) + (size(red), size(out))
+  permuted_shape = tuple(kernel.shape[a] for a in perm)
+  identity = perm == tuple(range(kernel.ndim))
+  matrix = (kernel if identity else jnp.transpose(kernel, perm)).reshape(
+      mat_shape)
+
+  def unview(m):
+    m = m.reshape(permuted_shape)
+    return m if identity else jnp.transpose(m, np.argsort(perm))
+  return matrix, unview
+
+
+class SelectedKernel(NamedTuple):
+  """One leaf Bort acts on."""
+  path: tuple                # its pytree key path
+  name: str                  # 'layer1/conv/kernel'
+  kernel: Any                # the leaf
+  dimension_numbers: BortDimensionNumbers
+
+
+def _resolve(tree_or_fn, params):
+  return tree_or_fn(params) if callable(tree_or_fn) else tree_or_fn
+
+
+def _aligned(name, tree, params, is_leaf=None):
+  """Checks that ``tree`` has the structure of ``params`` (leaf per leaf)."""
+  tree_struct = jax.tree_util.tree_structure(tree, is_leaf=is_leaf)
+  params_struct = jax.tree_util.tree_structure(params)
+  if tree_struct != params_struct:
+    raise ValueError(
+        f"Bort {name} does not match the params structure.\n{name}: "
+        f"{tree_struct}\nparams: {params_struct}")
+  return tree_struct.flatten_up_to(tree)
+
+
+def _as_bool(selected, name: str) -> bool:
+  if isinstance(selected, (bool, np.bool_)):
+    return bool(selected)
+  if (isinstance(selected, (np.ndarray, jax.Array)) and selected.shape == ()
+      and selected.dtype == bool):
+    if isinstance(selected, jax.core.Tracer):
+      raise TypeError(f"Bort mask leaf for {name} is traced; build the mask "
+                      "outside jit from concrete booleans.")
+    return bool(selected)
+  raise TypeError(f"Bort mask leaves must be booleans (Python, numpy or jnp "
+                  f"scalars); got {selected!r} for {name}.")
+
+
+def _warn_nothing_selected(leaves_with_path):
+  found = sorted({path_names(p)[-1] for p, _ in leaves_with_path
+                  if path_names(p)})
+  warnings.warn(
+      "Bort's default mask selected no leaf: it picks Flax leaves named "
+      f"'kernel' with ndim >= 2, and these params have leaves named {found}. "
+      "Pass mask= (a pytree of booleans like the params, or a function "
+      "params -> such a pytree, e.g. built from an optax param_labels "
+      "function: mask=lambda p: jax.tree.map(lambda l: l == 'bort', "
+      "param_labels(p))), and dimension_numbers= when outputs are not the "
+      "last axis (PyTorch/Equinox (out, in, ...): "
+      "BortDimensionNumbers(output_axis=0)).", UserWarning, stacklevel=3)
+
+
+def select_kernels(params, mask: MaskOrFn = None,
+                   dimension_numbers: MaskOrFn = None) -> list:
+  """The leaves Bort acts on, as :class:`SelectedKernel` in leaf order.
+
+  Args:
+    params: any params pytree (Flax Linen dict, ``nnx.State``, Haiku dict,
+      Equinox module).
+    mask: optax-style pytree of booleans (Python, numpy or concrete jnp
+      scalars), or a callable ``params -> mask``; default
+      :func:`default_mask`, which warns when it selects nothing.
+    dimension_numbers: pytree (or callable ``params -> pytree``) with a
+      :class:`BortDimensionNumbers`, an int number of trailing output axes,
+      or ``None`` per leaf; default :func:`default_dimension_numbers`.
+  """
+  leaves_with_path = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_mask = _aligned("mask", default_mask(params) if mask is None else
+                       _resolve(mask, params), params)
+  dims = (default_dimension_numbers(params) if dimension_numbers is None else
+          _resolve(dimension_numbers, params))
+  flat_dims = _aligned(
+      "dimension_numbers", dims, params,
+      is_leaf=lambda x: x is None or _is_dimension_numbers(x))
+  selected = []
+  for (path, leaf), chosen, dim in zip(leaves_with_path, flat_mask, flat_dims):
+    name = path_name(path)
+    if _as_bool(chosen, name):
+      dim = _as_dimension_numbers(dim)
+      kernel_axes(jnp.shape(leaf), dim, name)  # validate eagerly
+      selected.append(SelectedKernel(path, name, leaf, dim))
+  if mask is None and not selected and leaves_with_path:
+    _warn_nothing_selected(leaves_with_path)
+  return selected
+
+
+# ------------------------------------------------------------ hyperparameters
+
+
 def _check_amplitude(amplitude):
+  allowed = "a positive float or 'ada'"
   if isinstance(amplitude, str):
     if amplitude != "ada":
-      raise ValueError(
-          f"amplitude must be a positive float or 'ada', got {amplitude!r}.")
+      raise ValueError(f"amplitude must be {allowed}, got {amplitude!r}.")
     return
-  if isinstance(amplitude, numbers.Number):
-    if isinstance(amplitude, bool) or not amplitude > 0:
-      raise ValueError(
-          f"amplitude must be a positive float or 'ada', got {amplitude!r}.")
+  if isinstance(amplitude, jax.core.Tracer):
+    return  # checked in the computation: see _poisoned
+  if isinstance(amplitude, (numbers.Number, jax.Array, np.ndarray)) and not (
+      isinstance(amplitude, bool)) and np.ndim(amplitude) == 0:
+    if not (math.isfinite(float(amplitude)) and float(amplitude) > 0):
+      raise ValueError(f"amplitude must be {allowed}, got {amplitude!r} "
+                       "(finite and > 0).")
     return
-  if not isinstance(amplitude, jax.Array):
-    raise TypeError("amplitude must be a positive float or 'ada', got "
-                    f"{type(amplitude).__name__} {amplitude!r}.")
+  raise TypeError(f"amplitude must be {allowed}, got "
+                  f"{type(amplitude).__name__} {amplitude!r}.")
 
 
 def _check_mode(mode):
@@ -126,14 +339,30 @@ def _check_mode(mode):
 
 
 def _check_nonnegative(name, value):
+  """Refuses negative, NaN and infinite ``lam`` / ``weight_decay`` eagerly."""
   if callable(value) or isinstance(value, jax.core.Tracer):
-    return
-  if isinstance(value, numbers.Number) or isinstance(value, jax.Array):
-    if float(value) < 0:
-      raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    return  # schedules and traced values: see _poisoned
+  if isinstance(value, (numbers.Number, jax.Array, np.ndarray)) and not (
+      isinstance(value, bool)) and np.ndim(value) == 0:
+    if not (math.isfinite(float(value)) and float(value) >= 0):
+      raise ValueError(f"{name} must be >= 0, got {value!r} (a finite "
+                       "number >= 0 or an optax schedule).")
     return
   raise TypeError(f"{name} must be a float or an optax schedule, got "
                   f"{type(value).__name__} {value!r}.")
+
+
+def _poisoned(value, valid):
+  """``value`` where ``valid``, else NaN.
+
+  A λ, weight decay or amplitude known only under jit (a schedule, or
+  ``optax.inject_hyperparams``) cannot raise; a negative or non-finite one
+  makes that step's updates of the selected kernels NaN instead, so a
+  finiteness check on the parameters stops the run at that step rather than
+  training on with a wrong sign. Python numbers are refused eagerly instead.
+  """
+  value = jnp.asarray(value, jnp.float32)
+  return jnp.where(valid(value) & jnp.isfinite(value), value, jnp.nan)
 
 
 def _correction_2d(k: jax.Array, amplitude, mode: str) -> jax.Array:
@@ -142,6 +371,8 @@ def _correction_2d(k: jax.Array, amplitude, mode: str) -> jax.Array:
   col_sq = jnp.sum(k * k, axis=0)  # ‖w_j‖² per output unit j (rows of W)
   if isinstance(amplitude, str):  # 'ada': (mean_j ‖w_j‖)², constant this step
     amplitude = jax.lax.stop_gradient(jnp.mean(jnp.sqrt(col_sq)) ** 2)
+  elif not isinstance(amplitude, numbers.Number):
+    amplitude = _poisoned(amplitude, lambda c: c > 0)
   c = jnp.asarray(amplitude, k.dtype)
   if mode == "l2-full":
     # K Kᵀ K: build the Gram on the smaller side, 2·2·min(m,n)·m·n FLOPs.
@@ -163,16 +394,30 @@ def _correction_2d(k: jax.Array, amplitude, mode: str) -> jax.Array:
   raise ValueError(f"Unknown Bort mode {mode!r}; allowed modes: {MODES}.")
 
 
+def _correction(kernel: jax.Array, amplitude, mode: str,
+                dims: BortDimensionNumbers, name: str) -> jax.Array:
+  compute_dtype = jnp.promote_types(kernel.dtype, jnp.float32)
+  matrix, unview = matrix_view(kernel.astype(compute_dtype), dims, name)
+  if matrix.ndim == 2:
+    delta = _correction_2d(matrix, amplitude, mode)
+  else:  # batch axes: one correction (and one 'ada' amplitude) per slice
+    delta = jax.vmap(lambda k: _correction_2d(k, amplitude, mode))(matrix)
+  return unview(delta).astype(kernel.dtype)
+
+
 def bort_correction(kernel: jax.Array, *, amplitude: Union[float, str] = 1.0,
-                    mode: str = "l2-full", n_out_axes: int = 1) -> jax.Array:
-  """The Bort correction ``Δ`` of Eq. (10) for one Flax kernel.
+                    mode: str = "l2-full", n_out_axes: int = 1,
+                    dimension_numbers=None) -> jax.Array:
+  """The Bort correction ``Δ`` of Eq. (10) for one kernel.
 
   Args:
-    kernel: a kernel with its ``n_out_axes`` output axes last.
-    amplitude: ``c`` in ``W Wᵀ W − c W``, a positive float, or ``'ada'`` for
-      ``(mean_j ‖w_j‖)²`` over the output units.
+    kernel: a kernel; by default its last ``n_out_axes`` axes are outputs.
+    amplitude: ``c`` in ``W Wᵀ W − c W``, a finite float > 0, or ``'ada'``
+      for ``(mean_j ‖w_j‖)²`` over the output units.
     mode: one of :data:`MODES`.
-    n_out_axes: number of trailing output axes.
+    n_out_axes: number of trailing output axes (Flax layouts).
+    dimension_numbers: a :class:`BortDimensionNumbers` for any other layout;
+      overrides ``n_out_axes``.
 
   Returns:
     ``Δ`` with the kernel's shape and dtype; computed in float32 for
@@ -181,45 +426,21 @@ def bort_correction(kernel: jax.Array, *, amplitude: Union[float, str] = 1.0,
   _check_mode(mode)
   _check_amplitude(amplitude)
   kernel = jnp.asarray(kernel)
-  if not 1 <= n_out_axes <= kernel.ndim:
-    raise ValueError(f"n_out_axes must be in [1, {kernel.ndim}] for a kernel "
-                     f"of shape {kernel.shape}, got {n_out_axes}.")
-  out = 1
-  for d in kernel.shape[kernel.ndim - n_out_axes:]:
-    out *= d
-  compute_dtype = jnp.promote_types(kernel.dtype, jnp.float32)
-  k2d = kernel.reshape(-1, out).astype(compute_dtype)
-  delta = _correction_2d(k2d, amplitude, mode)
-  return delta.reshape(kernel.shape).astype(kernel.dtype)
+  if dimension_numbers is None:
+    if not 1 <= n_out_axes <= kernel.ndim:
+      raise ValueError(f"n_out_axes must be in [1, {kernel.ndim}] for a "
+                       f"kernel of shape {kernel.shape}, got {n_out_axes}.")
+    dimension_numbers = n_out_axes
+  return _correction(kernel, amplitude, mode,
+                     _as_dimension_numbers(dimension_numbers), "kernel")
 
 
-def _resolve(tree_or_fn, params):
-  return tree_or_fn(params) if callable(tree_or_fn) else tree_or_fn
-
-
-def _aligned(name, tree, params, is_leaf=None):
-  """Checks that ``tree`` has the structure of ``params`` (leaf per leaf)."""
-  tree_struct = jax.tree_util.tree_structure(tree, is_leaf=is_leaf)
-  params_struct = jax.tree_util.tree_structure(params)
-  if tree_struct != params_struct:
-    raise ValueError(
-        f"Bort {name} does not match the params structure.\n{name}: "
-        f"{tree_struct}\nparams: {params_struct}")
-  return tree_struct.flatten_up_to(tree)
-
-
-def _as_dimension_numbers(value):
-  if value is None or isinstance(value, BortDimensionNumbers):
-    return value
-  if isinstance(value, int) and not isinstance(value, bool):
-    return BortDimensionNumbers(value)
-  raise TypeError("dimension_numbers leaves must be BortDimensionNumbers, an "
-                  f"int number of output axes, or None; got {value!r}.")
-
-
-def _value_at(value_or_schedule, count):
-  return value_or_schedule(count) if callable(value_or_schedule) else (
+def _value_at(value_or_schedule, count, valid):
+  value = value_or_schedule(count) if callable(value_or_schedule) else (
       value_or_schedule)
+  if isinstance(value, numbers.Number):
+    return value  # checked eagerly
+  return _poisoned(value, valid)
 
 
 def _is_zero(value) -> bool:
@@ -241,20 +462,28 @@ def add_bort_correction(
   decides whether the term is coupled (before the optimizer's scaling, Bort-S
   and plain :func:`bort`) or decoupled (after Adam's scaling, Bort-A / Bort-L).
 
+  Negative, NaN or infinite ``lam``, ``weight_decay`` or ``amplitude`` given
+  as numbers raise ``ValueError`` here. Values known only at update time (an
+  optax schedule, ``optax.inject_hyperparams`` under jit) cannot raise: a
+  step where one is negative or not finite gets NaN updates on the selected
+  kernels, so the run's finiteness check stops it at that step (it is never
+  clipped to a valid value).
+
   Args:
-    lam: the constraint coefficient λ, a float or an optax schedule.
-    weight_decay: L2 weight decay on the same leaves, float or schedule.
-    amplitude: ``c`` in ``W Wᵀ W − c W``: a positive float or ``'ada'``.
+    lam: the constraint coefficient λ >= 0, a float or an optax schedule.
+    weight_decay: L2 weight decay >= 0 on the same leaves, float or schedule.
+    amplitude: ``c`` in ``W Wᵀ W − c W``: a finite float > 0 or ``'ada'``.
     mode: one of :data:`MODES`.
-    mask: optax-style pytree of bools (or a callable ``params -> mask``)
-      choosing the leaves; default :func:`default_mask`.
+    mask: optax-style pytree of booleans (or a callable ``params -> mask``)
+      choosing the leaves; default :func:`default_mask`. See
+      :func:`select_kernels`.
     dimension_numbers: pytree (or callable ``params -> pytree``) with a
-      :class:`BortDimensionNumbers`, an int, or ``None`` per leaf, overriding
-      how many trailing axes are outputs; default
-      :func:`default_dimension_numbers`.
+      :class:`BortDimensionNumbers`, an int number of trailing output axes,
+      or ``None`` per leaf; default :func:`default_dimension_numbers`.
 
   Returns:
     An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+    ``None`` leaves in the updates pass through.
   """
   _check_mode(mode)
   _check_amplitude(amplitude)
@@ -263,6 +492,7 @@ def add_bort_correction(
   has_schedule = callable(lam) or callable(weight_decay)
   skip_bort = _is_zero(lam)
   skip_decay = _is_zero(weight_decay)
+  nonnegative = lambda v: v >= 0
 
   def init_fn(params):
     del params
@@ -275,42 +505,39 @@ def add_bort_correction(
       raise ValueError(
           "Bort needs the current parameters: call "
           "`tx.update(grads, opt_state, params)` (nnx.Optimizer does this).")
-    if has_schedule:
-      lam_t = _value_at(lam, state.count)
-      wd_t = _value_at(weight_decay, state.count)
-      new_state = BortState(count=optax.safe_increment(state.count))
-    else:
-      lam_t, wd_t, new_state = lam, weight_decay, state
+    count = state.count if has_schedule else None
+    lam_t = _value_at(lam, count, nonnegative)
+    wd_t = _value_at(weight_decay, count, nonnegative)
+    new_state = (BortState(count=optax.safe_increment(state.count))
+                 if has_schedule else state)
 
-    treedef = jax.tree_util.tree_structure(params)
-    flat_params = treedef.flatten_up_to(params)
-    flat_updates = _aligned("updates", updates, params)
-    flat_mask = _aligned("mask", _resolve(mask, params)
-                         if mask is not None else default_mask(params), params)
-    dims = (default_dimension_numbers(params) if dimension_numbers is None else
-            _resolve(dimension_numbers, params))
-    flat_dims = _aligned(
-        "dimension_numbers", dims, params,
-        is_leaf=lambda x: x is None or isinstance(x, BortDimensionNumbers))
-
-    new_flat = []
-    for u, p, selected, dim in zip(flat_updates, flat_params, flat_mask,
-                                   flat_dims):
-      if not isinstance(selected, (bool, np.bool_)):
-        raise TypeError(f"Bort mask leaves must be Python/numpy booleans, got "
-                        f"{selected!r}.")
-      if not selected or u is None:
-        new_flat.append(u)
+    is_none = lambda x: x is None
+    flat_updates, treedef = jax.tree_util.tree_flatten_with_path(
+        updates, is_leaf=is_none)
+    try:
+      treedef.flatten_up_to(params)
+    except (ValueError, TypeError) as e:
+      raise ValueError(
+          "Bort updates do not match the params structure.\nupdates: "
+          f"{treedef}\nparams: {jax.tree_util.tree_structure(params)}") from e
+    selected = {k.path: k for k in select_kernels(params, mask,
+                                                  dimension_numbers)}
+    new_updates = []
+    for path, u in flat_updates:
+      kernel = selected.get(path)
+      if kernel is None or u is None:  # None updates pass through (optax)
+        new_updates.append(u)
         continue
-      dim = _as_dimension_numbers(dim) or BortDimensionNumbers(1)
+      p = kernel.kernel
       if not skip_bort:
-        delta = bort_correction(p, amplitude=amplitude, mode=mode,
-                                n_out_axes=dim.n_out_axes)
+        delta = _correction(p, amplitude, mode, kernel.dimension_numbers,
+                            kernel.name)
         u = u + (lam_t * delta).astype(u.dtype)
       if not skip_decay:
-        u = u + wd_t * p
-      new_flat.append(u)
-    return treedef.unflatten(new_flat), new_state
+        u = u + (wd_t * p if isinstance(wd_t, numbers.Number)
+                 else (wd_t * p).astype(u.dtype))
+      new_updates.append(u)
+    return treedef.unflatten(new_updates), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -378,6 +605,9 @@ def bort_adamw(
 
   With ``lam=0`` this is exactly ``optax.adamw(lr, b1, b2, eps,
   weight_decay=wd, mask=default_mask)``.
+
+  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
+  :func:`add_bort_correction`.
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -405,6 +635,9 @@ def bort_lamb(
 
   With ``lam=0`` this is exactly ``optax.lamb(lr, b1, b2, eps,
   weight_decay=wd, mask=default_mask)``.
+
+  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
+  :func:`add_bort_correction`.
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

@@ -10,6 +10,10 @@ rate, measured in the same run:
 
 A ratio near 1 means the term runs at matmul speed with no extra passes.
 
+It also times ``bort_jax.orthogonality_stats`` of the same parameters, jitted,
+and prints it as a multiple of one Bort-S update (``stats/bort``, the same
+run): what a diagnostics call costs the training loop.
+
     python -m experiments.bench_optimizer [--models acnn_small_mnist,resnet50]
 """
 
@@ -84,6 +88,19 @@ def time_update(tx, params, repeats: int) -> float:
                               lambda: jax.block_until_ready(carry[0])))
 
 
+def time_stats(params, repeats: int) -> float:
+  """Best-of-runs seconds of one jitted ``orthogonality_stats`` call."""
+  stats = jax.jit(bort_jax.orthogonality_stats)
+  out = [None]
+
+  def run_steps(count):
+    for _ in range(count):
+      out[0] = stats(params)
+
+  return min(seconds_per_step(run_steps, 1, repeats,
+                              lambda: jax.block_until_ready(out[0])))
+
+
 def bench(name: str, repeats: int) -> dict:
   params = model_params(name)
   rate = gemm_rate()
@@ -93,6 +110,7 @@ def bench(name: str, repeats: int) -> dict:
   bort = bort_jax.bort_sgd(lr, lam, momentum=momentum, weight_decay=wd)
   t_sgd = time_update(sgd, params, repeats)
   t_bort = time_update(bort, params, repeats)
+  t_stats = time_stats(params, repeats)
   flops = bort_flops(params)
   ideal = flops / rate
   return {
@@ -106,6 +124,8 @@ def bench(name: str, repeats: int) -> dict:
       "bort_gflop": flops / 1e9,
       "ideal_ms": 1e3 * ideal,
       "ratio": (t_bort - t_sgd) / ideal,
+      "stats_ms": 1e3 * t_stats,
+      "stats_over_bort": t_stats / t_bort,
   }
 
 
@@ -122,7 +142,7 @@ def main(argv=None):
   header = (f"{'model':<18}{'params':>12}{'kernels':>9}{'GEMM GF/s':>10}"
             f"{'sgd ms':>10}"
             f"{'bort ms':>10}{'overhead':>10}{'GFLOP':>9}{'ideal ms':>10}"
-            f"{'ratio':>7}")
+            f"{'ratio':>7}{'stats ms':>10}{'stats/bort':>11}")
   print(header)
   rows = []
   for name in args.models.split(","):
@@ -132,7 +152,8 @@ def main(argv=None):
           f"{row['gemm_gflops']:>10.1f}"
           f"{row['sgd_ms']:>10.2f}{row['bort_sgd_ms']:>10.2f}"
           f"{row['overhead_ms']:>10.2f}{row['bort_gflop']:>9.2f}"
-          f"{row['ideal_ms']:>10.2f}{row['ratio']:>7.2f}")
+          f"{row['ideal_ms']:>10.2f}{row['ratio']:>7.2f}"
+          f"{row['stats_ms']:>10.2f}{row['stats_over_bort']:>11.2f}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f,

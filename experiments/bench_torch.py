@@ -14,11 +14,17 @@ on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
 3. ``train``: a whole training step (forward, backward, optimizer; cross
    entropy, random data) with SGD and with Bort-S: the ``bort_jax.train``
    step vs ``torchvision``/an ``nn.Sequential`` ACNN-Small with
-   ``torch.optim.SGD`` / ``TorchBortSGD``, channels-last, TF32 allowed in
-   both (JAX's default precision on GPUs).
+   ``torch.optim.SGD`` / ``TorchBortSGD``, channels-last and
+   ``cudnn.benchmark``, eager and ``torch.compile``d, at two precisions:
+   ``tf32`` (TF32 allowed in both, JAX's default on GPUs) and ``amp``
+   (PyTorch bf16 autocast vs bort_jax ``compute_dtype=bfloat16``). Each row
+   gives bort_jax's speed-up over the faster PyTorch variant and its MFU:
+   XLA's FLOPs of the step per second over the matmul rate of the
+   precision's dtype measured in the same run (4096³, JAX).
 
     python -m experiments.bench_torch [--models acnn_small_mnist,resnet50]
-        [--steps 20] [--json out.json]
+        [--steps 20] [--precisions tf32,amp] [--batch_sizes 128,256]
+        [--no_compile] [--json out.json]
 
 Needs ``torch`` (and ``torchvision`` for ResNet50), which ``requirements.txt``
 does not install.
@@ -39,7 +45,7 @@ import bort_jax
 from bort_jax.train import state as state_lib
 from experiments import bench_train
 from experiments.configs import recipes
-from experiments.gemm import seconds_per_step
+from experiments.gemm import gemm_rate, seconds_per_step
 
 PARTS = ("correction", "optimizer", "train")
 
@@ -200,15 +206,23 @@ def bench_optimizer_step(name: str, steps: int, repeats: int) -> dict:
           "speedup": min(torch_times) / min(jax_times)}
 
 
-def bench_train_step(name: str, optimizer: str, steps: int, repeats: int
-                     ) -> dict:
+# Precision setups of the train part: (PyTorch, bort_jax compute_dtype).
+#   tf32: float32 with TF32 matmuls/convs on both sides (JAX's GPU default).
+#   amp:  what a PyTorch user runs for speed, bf16 autocast + channels_last +
+#         cudnn.benchmark; bort_jax with compute_dtype=bfloat16 (float32
+#         params and optimizer state on both sides).
+PRECISIONS = ("tf32", "amp")
+
+
+def torch_train_seconds(name: str, optimizer: str, batch_size: int,
+                        precision: str, compiled: bool, steps: int,
+                        repeats: int) -> list[float]:
+  """Seconds per PyTorch training step, eager or ``torch.compile``d model."""
   import torch  # pylint: disable=g-import-not-at-top
-  make_config, image_shape, batch_size = SETUPS[name]
-  config = make_config(optimizer)
-  config.batch_size = batch_size
+  config = SETUPS[name][0](optimizer)
+  h, w, c = SETUPS[name][1]
   device = _torch_device()
   model = torch_model(name).to(device).to(memory_format=torch.channels_last)
-  h, w, c = image_shape
   images = torch.randn(batch_size, c, h, w, device=device).to(
       memory_format=torch.channels_last)
   labels = torch.randint(0, config.num_classes, (batch_size,), device=device)
@@ -220,28 +234,74 @@ def bench_train_step(name: str, optimizer: str, steps: int, repeats: int
     torch_optimizer = torch.optim.SGD(
         model.parameters(), lr=config.learning_rate, momentum=config.momentum,
         weight_decay=config.weight_decay)
+  forward = torch.compile(model) if compiled else model
   loss_fn = torch.nn.CrossEntropyLoss()
+  amp = precision == "amp"
 
   def torch_steps(n):
     for _ in range(n):
       torch_optimizer.zero_grad(set_to_none=True)
-      loss_fn(model(images), labels).backward()
+      with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=amp):
+        loss = loss_fn(forward(images), labels)
+      loss.backward()
       torch_optimizer.step()
 
-  torch_times = seconds_per_step(torch_steps, steps, repeats, _torch_sync,
-                                 warmup=2)
-  del model, torch_optimizer, images, labels
+  times = seconds_per_step(torch_steps, steps, repeats, _torch_sync,
+                           warmup=3 if compiled else 2)
+  del model, forward, torch_optimizer, images, labels
   if torch.cuda.is_available():
     torch.cuda.empty_cache()
+  return times
 
-  jax_times, _ = bench_train.time_steps(
-      *bench_train.build_step(config, "gemm", image_shape), steps, repeats)
-  return {"model": name, "optimizer": optimizer, "batch_size": batch_size,
-          "torch_images_per_sec": batch_size / min(torch_times),
-          "jax_images_per_sec": batch_size / min(jax_times),
-          "torch_ms_median": 1e3 * statistics.median(torch_times),
-          "jax_ms_median": 1e3 * statistics.median(jax_times),
-          "speedup": min(torch_times) / min(jax_times)}
+
+def jax_train(name: str, optimizer: str, batch_size: int, precision: str,
+              steps: int, repeats: int, config_overrides=None) -> dict:
+  """The ``bort_jax.train`` step's seconds per step (``times``) and XLA's
+  FLOPs per step (``flops``) at ``precision``'s compute dtype."""
+  config = SETUPS[name][0](optimizer)
+  config.batch_size = batch_size
+  config.compute_dtype = "bfloat16" if precision == "amp" else "float32"
+  for key, value in (config_overrides or {}).items():
+    config[key] = value
+  train_step, state, batch = bench_train.build_step(config, "gemm",
+                                                    SETUPS[name][1])
+  cost = train_step.lower(state, batch).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  times, _ = bench_train.time_steps(train_step, state, batch, steps, repeats)
+  return {"times": times, "flops": float(cost.get("flops", float("nan")))}
+
+
+def bench_train_step(name: str, optimizer: str, batch_size: int,
+                     precision: str, steps: int, repeats: int,
+                     peak_flops: float, compile_torch: bool) -> dict:
+  """One row: PyTorch eager (and compiled) vs bort_jax at ``precision``;
+  ``mfu`` is bort_jax's XLA FLOPs per second over ``peak_flops`` (the
+  measured matmul rate of the precision's dtype)."""
+  row = {"model": name, "optimizer": optimizer, "batch_size": batch_size,
+         "precision": precision}
+  torch_times = torch_train_seconds(name, optimizer, batch_size, precision,
+                                    False, steps, repeats)
+  row["torch_eager_images_per_sec"] = batch_size / min(torch_times)
+  best_torch = min(torch_times)
+  if compile_torch:
+    try:
+      compiled = torch_train_seconds(name, optimizer, batch_size, precision,
+                                     True, steps, repeats)
+      row["torch_compile_images_per_sec"] = batch_size / min(compiled)
+      best_torch = min(best_torch, min(compiled))
+    except Exception as error:  # pylint: disable=broad-except
+      row["torch_compile_error"] = f"{type(error).__name__}: {error}"[:300]
+  jax_result = jax_train(name, optimizer, batch_size, precision, steps,
+                         repeats)
+  jax_time = min(jax_result["times"])
+  row.update({
+      "jax_images_per_sec": batch_size / jax_time,
+      "jax_ms_median": 1e3 * statistics.median(jax_result["times"]),
+      "speedup_vs_best_torch": best_torch / jax_time,
+      "jax_tflops": jax_result["flops"] / jax_time / 1e12,
+      "mfu": jax_result["flops"] / jax_time / peak_flops})
+  return row
 
 
 def main():
@@ -251,6 +311,13 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--parts", default=",".join(PARTS))
   parser.add_argument("--json", default=None)
+  parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                      help="train part: tf32 and/or amp (bf16)")
+  parser.add_argument("--batch_sizes", default="",
+                      help="train part: comma list overriding each model's "
+                      "batch size (e.g. 128,256)")
+  parser.add_argument("--no_compile", action="store_true",
+                      help="skip the torch.compile rows")
   args = parser.parse_args()
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -283,14 +350,24 @@ def main():
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
   torch.backends.cudnn.benchmark = True
+  precisions = bench_train.comma_list(parser, args.precisions, PRECISIONS,
+                                      "precisions")
+  peaks = {"tf32": gemm_rate(4096), "amp": gemm_rate(4096, dtype=jnp.bfloat16)}
+  results["peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
+  print("matmul TFLOP/s (4096³, JAX):", json.dumps(results["peak_tflops"]),
+        flush=True)
   for name in names:
     if "optimizer" in parts:
       record("optimizer", bench_optimizer_step, name, args.steps, args.repeats)
     if "train" in parts:
-      for optimizer in ("sgd", "bort_sgd"):
-        record("train", bench_train_step, name, optimizer, args.steps,
-               args.repeats)
-
+      batch_sizes = ([int(b) for b in args.batch_sizes.split(",")]
+                     if args.batch_sizes else [SETUPS[name][2]])
+      for precision in precisions:
+        for batch_size in batch_sizes:
+          for optimizer in ("sgd", "bort_sgd"):
+            record("train", bench_train_step, name, optimizer, batch_size,
+                   precision, args.steps, args.repeats, peaks[precision],
+                   not args.no_compile)
 
 if __name__ == "__main__":
   main()

@@ -26,10 +26,11 @@ def seconds_per_step(run_steps: Callable[[int], None], steps: int,
   return times
 
 
-def gemm_rate(n: int = 2048, repeats: int = 5) -> float:
-  """float32 FLOP/s of an n×n×n matmul on the default device (best of runs)."""
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def gemm_rate(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
+  """FLOP/s of an n×n×n ``dtype`` matmul (default float32) on the default
+  device (best of runs)."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   matmul = jax.jit(jnp.matmul)
   last = [None]
 

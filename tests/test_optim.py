@@ -13,6 +13,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import bort_jax
 from bort_jax import optim
+from bort_reference import as_w as _as_w
+from bort_reference import reference_delta as _reference_delta
 
 KERNEL_SHAPES = [
     # (shape, n_out_axes): conv tall, conv wide, dense both ways, attention.
@@ -27,30 +29,6 @@ KERNEL_SHAPES = [
 
 def _random(shape, seed=0, dtype=jnp.float32):
   return jax.random.normal(jax.random.key(seed), shape, dtype) * 0.3
-
-
-def _as_w(kernel, n_out_axes):
-  """The paper's W (out, fan_in), in float64 numpy."""
-  k = np.asarray(kernel, np.float64)
-  out = int(np.prod(k.shape[k.ndim - n_out_axes:]))
-  return k.reshape(-1, out).T
-
-
-def _reference_delta(w, c, mode):
-  """The authors' formulas, written independently on W (rows = outputs)."""
-  if c == "ada":
-    c = np.mean(np.linalg.norm(w, axis=1)) ** 2
-  eye_rows, eye_cols = np.eye(w.shape[0]), np.eye(w.shape[1])
-  ww, wtw = w @ w.T, w.T @ w
-  return {
-      "l2-full": ww @ w - c * w,
-      "l2-row": (ww * eye_rows) @ w - c * w,
-      "l2-col": w @ (wtw * eye_cols) - c * w,
-      "l1-fullrow": np.sign(ww - c * eye_rows) @ w,
-      "l1-fullcol": w @ np.sign(wtw - c * eye_cols),
-      "l1-row": (np.sign(ww - c * eye_rows) * eye_rows) @ w,
-      "l1-col": w @ (np.sign(wtw - c * eye_cols) * eye_cols),
-  }[mode]
 
 
 @pytest.mark.parametrize("shape,n_out", KERNEL_SHAPES)
@@ -220,7 +198,7 @@ def test_custom_mask_and_dimension_numbers():
             "b": {"kernel": _random((4, 5), seed=6)}}
   grads = jax.tree.map(jnp.zeros_like, params)
   mask = {"a": {"kernel": True}, "b": {"kernel": False}}
-  dims = {"a": {"kernel": bort_jax.BortDimensionNumbers(2)},
+  dims = {"a": {"kernel": bort_jax.BortDimensionNumbers(output_axis=(1, 2))},
           "b": {"kernel": None}}
   tx = bort_jax.bort(1.0, mask=mask, dimension_numbers=dims)
   updates, _ = tx.update(grads, tx.init(params), params)

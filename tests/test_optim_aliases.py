@@ -1,7 +1,7 @@
 """Bort-S/A/L pass mode, amplitude and dimension_numbers through (issue 13 §2).
 
 Each alias's step is checked against the authors' formula for Δ written on W
-(``test_optim._reference_delta``) placed where the paper puts it.
+(``bort_reference.reference_delta``) placed where the paper puts it.
 """
 
 import chex
@@ -12,7 +12,7 @@ import optax
 import pytest
 
 import bort_jax
-from test_optim import _as_w, _reference_delta
+from bort_reference import as_w, reference_delta
 
 LR, LAM, WD = 0.05, 0.3, 0.02
 
@@ -44,8 +44,8 @@ def _reference_term(params, mode, amplitude, wd):
   term = {}
   for name, n_out in N_OUT.items():
     k = params[name]["kernel"]
-    w = _as_w(k, n_out)
-    delta = _reference_delta(w, amplitude, mode).T.reshape(k.shape)
+    w = as_w(k, n_out)
+    delta = reference_delta(w, amplitude, mode).T.reshape(k.shape)
     term[name] = {"kernel": LAM * delta + wd * np.asarray(k, np.float64)}
   term["block"]["bias"] = np.zeros((2, 3))
   return term

@@ -5,8 +5,10 @@ import importlib
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -33,9 +35,9 @@ MODEL_OVERRIDES = {"width_multiplier": 0.125, "depth": 2, "image_size": 28,
                    "patch_size": 7, "in_channels": 1}
 
 
-def launch(process_id, port, workdir, num_train_steps):
+def launch(process_id, port, workdir, num_train_steps, **changes):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
-  overrides = dict(OVERRIDES, num_train_steps=num_train_steps)
+  overrides = dict(OVERRIDES, num_train_steps=num_train_steps, **changes)
   flags = [f"--config.{k}={v}" for k, v in overrides.items()] + [
       f"--config.model_overrides.{k}={v}" for k, v in MODEL_OVERRIDES.items()]
   return subprocess.Popen(
@@ -107,3 +109,35 @@ def test_two_processes_stop_resume_and_train_like_one(tmp_path):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5,
                                                        atol=2e-6),
                single_process_params(config), two_process)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  # Only process 1 is signalled (as soon as process 0 holds the workdir's
+  # lock: signals are caught from then on); the flag is all-gathered at sync
+  # steps (every 5th step here, and epoch/checkpoint steps), so both
+  # processes save the same checkpoint and exit 75.
+  import portpicker  # pinned: a missing package must fail
+  port = portpicker.pick_unused_port()
+  workers = [launch(p, port, tmp_path, 100000, log_every_steps=5)
+             for p in range(2)]
+  try:
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "lock").exists():
+      assert all(w.poll() is None for w in workers)
+      assert time.monotonic() < deadline
+      time.sleep(0.2)
+    workers[1].send_signal(signal.SIGTERM)
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+  finally:
+    for worker in workers:
+      if worker.poll() is None:
+        worker.kill()
+  steps = []
+  for worker, output in zip(workers, outputs):
+    assert worker.returncode == 75, output[-3000:]
+    line = [l for l in output.splitlines() if "stopped by" in l][0]
+    steps.append(int(line.split("at step ")[1].split()[0]))
+  assert "SIGTERM" in outputs[1] and "another process" in outputs[0]
+  assert steps[0] == steps[1] and steps[0] % 5 == 0
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit())[-1] == str(steps[0])

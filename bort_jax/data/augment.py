@@ -240,33 +240,81 @@ def _solarize_add(pil, add):
                          .astype(np.uint8))
 
 
-# timm's RandAugment op set (rand_augment_ops, non-"increasing" variants) and its
-# magnitude-to-argument rules; `level` is magnitude / magnitude_max in [0, 1].
+class LevelRule(NamedTuple):
+  """timm's magnitude-to-argument rule of one op (``_*_level_to_arg``):
+  ``scale · level`` (``int`` if ``integer``) ``+ offset``, negated with
+  probability 1/2 if ``signed``; ``level`` is magnitude / ``LEVEL_DENOM``."""
+  scale: float
+  offset: float = 0.0
+  signed: bool = False
+  integer: bool = False
+
+
+LEVEL_DENOM = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is level 1
+
+# timm's RandAugment op set (_RAND_TRANSFORMS, the default, non-"inc" variants)
+# and its rules (LEVEL_TO_ARG); None: the op takes no argument.
+_ENHANCE = LevelRule(1.8, offset=0.1)  # factor in [0.1, 1.9], never negated
+RAND_AUGMENT_LEVELS = {
+    "AutoContrast": None,
+    "Equalize": None,
+    "Invert": None,
+    "Rotate": LevelRule(30.0, signed=True),
+    "Posterize": LevelRule(4.0, integer=True),
+    "Solarize": LevelRule(256.0, integer=True),
+    "SolarizeAdd": LevelRule(110.0, integer=True),
+    "Color": _ENHANCE,
+    "Contrast": _ENHANCE,
+    "Brightness": _ENHANCE,
+    "Sharpness": _ENHANCE,
+    "ShearX": LevelRule(0.3, signed=True),
+    "ShearY": LevelRule(0.3, signed=True),
+    "TranslateXRel": LevelRule(0.45, signed=True),
+    "TranslateYRel": LevelRule(0.45, signed=True),
+}
+
+
+def level_argument(name, level, rng):
+  """The argument op ``name`` gets at ``level`` (``rng`` draws the sign)."""
+  rule = RAND_AUGMENT_LEVELS[name]
+  value = rule.scale * level
+  value = int(value) + int(rule.offset) if rule.integer else value + rule.offset
+  return _signed(rng, value) if rule.signed else value
+
+
+def _enhance(name):
+  kind = getattr(ImageEnhance, name)
+  return lambda pil, level, rng, fill: kind(pil).enhance(
+      level_argument(name, level, rng))
+
+
 RAND_AUGMENT_OPS = {
     "AutoContrast": lambda pil, level, rng, fill: ImageOps.autocontrast(pil),
     "Equalize": lambda pil, level, rng, fill: ImageOps.equalize(pil),
     "Invert": lambda pil, level, rng, fill: ImageOps.invert(pil),
     "Rotate": lambda pil, level, rng, fill: pil.rotate(
-        _signed(rng, 30.0 * level), resample=Image.BILINEAR, fillcolor=fill),
-    "Posterize": lambda pil, level, rng, fill: _posterize(pil, int(4 * level)),
-    "Solarize": lambda pil, level, rng, fill: ImageOps.solarize(pil, int(256 * level)),
-    "SolarizeAdd": lambda pil, level, rng, fill: _solarize_add(pil, int(110 * level)),
-    "Color": lambda pil, level, rng, fill: ImageEnhance.Color(pil).enhance(
-        1.0 + _signed(rng, 0.9 * level)),
-    "Contrast": lambda pil, level, rng, fill: ImageEnhance.Contrast(pil).enhance(
-        1.0 + _signed(rng, 0.9 * level)),
-    "Brightness": lambda pil, level, rng, fill: ImageEnhance.Brightness(pil).enhance(
-        1.0 + _signed(rng, 0.9 * level)),
-    "Sharpness": lambda pil, level, rng, fill: ImageEnhance.Sharpness(pil).enhance(
-        1.0 + _signed(rng, 0.9 * level)),
+        level_argument("Rotate", level, rng), resample=Image.BILINEAR,
+        fillcolor=fill),
+    "Posterize": lambda pil, level, rng, fill: _posterize(
+        pil, level_argument("Posterize", level, rng)),
+    "Solarize": lambda pil, level, rng, fill: ImageOps.solarize(
+        pil, level_argument("Solarize", level, rng)),
+    "SolarizeAdd": lambda pil, level, rng, fill: _solarize_add(
+        pil, level_argument("SolarizeAdd", level, rng)),
+    "Color": _enhance("Color"),
+    "Contrast": _enhance("Contrast"),
+    "Brightness": _enhance("Brightness"),
+    "Sharpness": _enhance("Sharpness"),
     "ShearX": lambda pil, level, rng, fill: _affine(
-        pil, (1, _signed(rng, 0.3 * level), 0, 0, 1, 0), fill),
+        pil, (1, level_argument("ShearX", level, rng), 0, 0, 1, 0), fill),
     "ShearY": lambda pil, level, rng, fill: _affine(
-        pil, (1, 0, 0, _signed(rng, 0.3 * level), 1, 0), fill),
+        pil, (1, 0, 0, level_argument("ShearY", level, rng), 1, 0), fill),
     "TranslateXRel": lambda pil, level, rng, fill: _affine(
-        pil, (1, 0, _signed(rng, 0.45 * level) * pil.size[0], 0, 1, 0), fill),
+        pil, (1, 0, level_argument("TranslateXRel", level, rng) * pil.size[0],
+              0, 1, 0), fill),
     "TranslateYRel": lambda pil, level, rng, fill: _affine(
-        pil, (1, 0, 0, 0, 1, _signed(rng, 0.45 * level) * pil.size[1]), fill),
+        pil, (1, 0, 0, 0, 1,
+              level_argument("TranslateYRel", level, rng) * pil.size[1]), fill),
 }
 _OP_NAMES = tuple(RAND_AUGMENT_OPS)
 RAND_AUGMENT_PROB = 0.5
@@ -286,7 +334,8 @@ def rand_augment(pil, rng, spec, fill):
       magnitude = rng.uniform(0.0, magnitude)
     elif spec.magnitude_std > 0:
       magnitude = rng.normal(magnitude, spec.magnitude_std)
-    level = float(np.clip(magnitude, 0.0, spec.magnitude_max)) / spec.magnitude_max
+    # timm clips to [0, mmax] but always divides by 10 (_LEVEL_DENOM).
+    level = float(np.clip(magnitude, 0.0, spec.magnitude_max)) / LEVEL_DENOM
     pil = RAND_AUGMENT_OPS[_OP_NAMES[op]](pil, level, rng, fill)
   return pil
 

@@ -14,9 +14,10 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 
 from typing import Callable
 
+import jax.numpy as jnp
 from flax import nnx
 
-from bort_jax.models import acnn, lenet, resnet, swin, vgg, vit
+from bort_jax.models import acnn, common, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
@@ -34,8 +35,16 @@ NAMES = tuple(_BUILDERS)
 
 
 def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
+           dtype=jnp.float32, param_dtype=jnp.float32,
            **overrides) -> nnx.Module:
   """Builds the model ``name`` (one of ``NAMES``) for ``num_classes`` classes.
+
+  ``dtype`` is the computation dtype of every conv, dense, attention and norm
+  layer and ``param_dtype`` that of the parameters (Flax's convention):
+  ``dtype=jnp.bfloat16`` keeps float32 parameters and runs the convs and
+  matmuls in bfloat16 with float32 accumulation, norm statistics and
+  attention softmax in float32 (:func:`common.set_dtypes`). The logits come
+  out in ``dtype``; the losses of ``bort_jax.train`` cast them to float32.
 
   ``overrides`` go to the model's builder: ``width_multiplier`` for every
   model, ``in_channels``/``image_size`` where the input shape fixes a layer
@@ -43,7 +52,10 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   """
   if name not in _BUILDERS:
     raise ValueError(f"unknown model {name!r}; expected one of {NAMES}.")
-  return _BUILDERS[name](num_classes=num_classes, rngs=rngs, **overrides)
+  model = _BUILDERS[name](num_classes=num_classes, rngs=rngs, **overrides)
+  if (jnp.dtype(dtype), jnp.dtype(param_dtype)) != (jnp.float32, jnp.float32):
+    common.set_dtypes(model, dtype, param_dtype)
+  return model
 
 
 __all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create"]

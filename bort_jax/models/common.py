@@ -92,6 +92,38 @@ def conv_layer(in_features: int, out_features: int, kernel_size, **kwargs
   return nnx.Conv(in_features, out_features, kernel_size, **kwargs)
 
 
+def set_dtypes(module: nnx.Module, dtype, param_dtype) -> None:
+  """Mixed precision the Flax way, for a built model: every layer that has
+  ``dtype``/``param_dtype`` (conv, dense, attention projections, norms)
+  computes in ``dtype`` and stores its parameters in ``param_dtype``.
+
+  Parameters are cast to ``param_dtype``; Flax's norms still compute their
+  statistics in at least float32 and keep float32 running averages, and
+  ``jax.nn.dot_product_attention`` takes its softmax in float32. Parameters
+  that are not a layer's own (class token, position tables) keep
+  ``param_dtype`` and promote what they are added to.
+  """
+  dtype = check_float_dtype("dtype", dtype)
+  param_dtype = check_float_dtype("param_dtype", param_dtype)
+  for _, node in nnx.iter_graph(module):
+    if isinstance(node, nnx.Module) and hasattr(node, "param_dtype"):
+      node.dtype = dtype
+      node.param_dtype = param_dtype
+    elif isinstance(node, nnx.Param):
+      node.set_value(node.get_value().astype(param_dtype))
+
+
+def check_float_dtype(name: str, value) -> jnp.dtype:
+  try:
+    dtype = jnp.dtype(value)
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(f"{name} must be a floating dtype such as float32 or "
+                     f"bfloat16, got {value!r}.")
+  return dtype
+
+
 def symmetric_padding(pad: int):
   """PyTorch-style padding: ``pad`` zeros on every side of both spatial axes."""
   return ((pad, pad), (pad, pad))
@@ -125,7 +157,10 @@ def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
   """PyTorch ``AdaptiveAvgPool2d(out_hw)`` on NHWC, as two averaging matrices."""
   rows = _adaptive_weights(x.shape[1], out_hw[0])
   cols = _adaptive_weights(x.shape[2], out_hw[1])
-  return jnp.einsum("ih,jw,bhwc->bijc", rows, cols, x)
+  # One (out_h·out_w, h·w) averaging matrix in x's dtype, float32 sums.
+  weights = np.einsum("ih,jw->ijhw", rows, cols).astype(x.dtype)
+  return jnp.einsum("ijhw,bhwc->bijc", weights, x,
+                    preferred_element_type=jnp.float32).astype(x.dtype)
 
 
 def batch_norm(norm: nnx.BatchNorm, x: jax.Array,

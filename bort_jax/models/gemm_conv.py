@@ -127,9 +127,17 @@ def _patches_matmul(lhs, rhs, strides, pads, dilation, precision,
   taps = [tap(offsets) for offsets in itertools.product(*map(range, window))]
   patches = taps[0] if len(taps) == 1 else lax.concatenate(taps, lhs.ndim - 1)
   matrix = rhs.reshape(int(np.prod(rhs.shape[:-1])), rhs.shape[-1])
-  return lax.dot_general(
+  # Low-precision (bf16/f16) operands: accumulate the kh·kw·c_in products in
+  # float32 and round once, as XLA's convolution does, whatever the backend's
+  # dot would pick for its own accumulator.
+  narrow = jax.numpy.finfo(lhs.dtype).bits < 32
+  accumulate = (preferred_element_type if preferred_element_type is not None
+                else (jax.numpy.float32 if narrow else None))
+  out = lax.dot_general(
       patches, matrix, (((lhs.ndim - 1,), (0,)), ((), ())),
-      precision=precision, preferred_element_type=preferred_element_type)
+      precision=precision, preferred_element_type=accumulate)
+  return out if preferred_element_type is not None else out.astype(
+      jax.numpy.result_type(lhs, rhs))
 
 
 def _forward_flops(lhs_shape, rhs_shape, window_strides) -> float:

@@ -18,6 +18,7 @@ import optax
 from tqdm.auto import tqdm
 
 import bort_jax
+from bort_jax import data
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import metrics as metrics_lib
@@ -39,7 +40,7 @@ def _augment(config):
 
 
 def _load(config, *, split: str, batch_size: int, train: bool):
-  return bort_jax.data.load(
+  return data.load(
       config.dataset, split=split, batch_size=batch_size, train=train,
       seed=config.seed, data_dir=config.data_dir,
       augment=_augment(config), image_size=config.image_size)
@@ -55,7 +56,7 @@ def per_process_batch(global_batch: int, mesh) -> int:
 
 def to_global_batch(batch: dict, mesh) -> dict:
   """Per-process numpy batch → global arrays sharded on the ``data`` axis."""
-  return bort_jax.data.shard_batch(batch, mesh, mesh_lib.DATA_AXIS)
+  return data.shard_batch(batch, mesh, mesh_lib.DATA_AXIS)
 
 
 def to_host(tree):
@@ -149,7 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   schema.check_config(config)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lock.workdir_lock(workdir):
+  # Signals are caught from the start (a pod may be stopped while compiling):
+  # the run then stops at its first step boundary.
+  with preemption.StopSignals() as stop, workdir_lock.workdir_lock(workdir):
     mesh = mesh_lib.create_mesh()
     train_iter, eval_batch, total_steps, schedule, optimizer = _prepare(
         config, mesh)
@@ -181,14 +184,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                           eval_batch)
       return _loop(config, workdir, mesh, state, train_iter, train_step,
                    evaluate_state, checkpointer, schedule, total_steps,
-                   records[-1] if records else {}, epoch_loss)
+                   records[-1] if records else {}, epoch_loss, stop)
     finally:
       checkpointer.close()
 
 
+def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
+                    is_last: bool) -> bool:
+  """Whether the epoch record ending at ``step`` gets ``orthogonality_stats``:
+  every ``every_epochs``-th epoch, and always the last record."""
+  return is_last or (step // steps_per_epoch) % every_epochs == 0
+
+
 def _loop(config, workdir, mesh, state, train_iter, train_step,
           evaluate_state, checkpointer, schedule, total_steps, record,
-          epoch_loss) -> dict:
+          epoch_loss, stop) -> dict:
   """Steps from ``state.step`` to ``total_steps``: logs, epoch records,
   checkpoints, stops on divergence or a signal. Returns the last record.
 
@@ -205,56 +215,58 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
   pending, (loss_sum, loss_count) = [], epoch_loss
   epoch_start, epoch_steps = time.perf_counter(), 0
   try:
-    with preemption.StopSignals() as stop:
-      while step < total_steps:
-        state, step_metrics = train_step(
-            state, to_global_batch(next(train_iter), mesh))
-        step += 1
-        epoch_steps += 1
-        pending.append(step_metrics["loss"])
-        is_last = step == total_steps
-        is_epoch_end = step % steps_per_epoch == 0 or is_last
-        is_checkpoint = step % config.checkpoint_every_steps == 0 or is_last
-        stopping = stop.agreed(sync_step=is_checkpoint or is_epoch_end or
-                               step % config.log_every_steps == 0)
-        if pending and (is_checkpoint or is_epoch_end or stopping or
-                        step % config.log_every_steps == 0):
-          losses = _check_losses(pending, step, schedule, checkpointer)
-          pending = []
-          loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(
-              losses)
-          images_per_sec = (epoch_steps * config.batch_size /
-                            max(time.perf_counter() - epoch_start, 1e-9))
-          writer.write_scalars(step, {
-              "train_loss": losses[-1],
-              "learning_rate": float(schedule(step - 1)),
-              "images_per_sec": images_per_sec})
-          progress.set_postfix(loss=f"{losses[-1]:.4f}",
-                               img_s=f"{images_per_sec:.0f}")
-        progress.update(1)
-        if is_epoch_end:
-          record = {"step": step, "epoch": step / steps_per_epoch,
-                    "train_loss": loss_sum / max(loss_count, 1),
-                    "images_per_sec": images_per_sec,
-                    **evaluate_state(state),
-                    "orthogonality": metrics_lib.summarize_orthogonality(
-                        to_host(orthogonality(state.params)))}
-          writer.write_record(record)
-          loss_sum, loss_count = 0.0, 0
-          epoch_start, epoch_steps = time.perf_counter(), 0
-        if checkpointer.should_save(step, final=is_last or stopping):
-          checkpointer.save(step, state, {
-              **train_iter.get_state(), "epoch_loss": [loss_sum, loss_count]})
-        if stopping:
-          raise preemption.TrainingInterrupted(
-              f"stopped by {stop.signal_name or 'a signal to another process'}"
-              f" at step {step} of {total_steps}; saved the checkpoint "
-              f"{checkpointer.step_dir(step)}. Run the same command again to "
-              f"resume.", step=step, signal_name=stop.signal_name)
+    while step < total_steps:
+      state, step_metrics = train_step(
+          state, to_global_batch(next(train_iter), mesh))
+      step += 1
+      epoch_steps += 1
+      pending.append(step_metrics["loss"])
+      is_last = step == total_steps
+      is_epoch_end = step % steps_per_epoch == 0 or is_last
+      is_checkpoint = step % config.checkpoint_every_steps == 0 or is_last
+      is_sync = (is_checkpoint or is_epoch_end or
+                 step % config.log_every_steps == 0)
+      stopping = stop.agreed(sync_step=is_sync) and not is_last
+      if is_sync or stopping:
+        losses = _check_losses(pending, step, schedule, checkpointer)
+        pending = []
+        loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(
+            losses)
+        images_per_sec = (epoch_steps * config.batch_size /
+                          max(time.perf_counter() - epoch_start, 1e-9))
+        writer.write_scalars(step, {
+            "train_loss": losses[-1],
+            "learning_rate": float(schedule(step - 1)),
+            "images_per_sec": images_per_sec})
+        progress.set_postfix(loss=f"{losses[-1]:.4f}",
+                             img_s=f"{images_per_sec:.0f}")
+      progress.update(1)
+      if is_epoch_end:
+        record = {"step": step, "epoch": step / steps_per_epoch,
+                  "train_loss": loss_sum / max(loss_count, 1),
+                  "images_per_sec": images_per_sec,
+                  **evaluate_state(state)}
+        if diagnostics_due(step, steps_per_epoch,
+                           config.diagnostics_every_epochs, is_last):
+          record["orthogonality"] = metrics_lib.summarize_orthogonality(
+              to_host(orthogonality(state.params)))
+        writer.write_record(record)
+        loss_sum, loss_count = 0.0, 0
+        epoch_start, epoch_steps = time.perf_counter(), 0
+      if checkpointer.should_save(step, final=is_last or stopping):
+        checkpointer.save(step, state, {
+            **train_iter.get_state(), "epoch_loss": [loss_sum, loss_count]})
+      if stopping:
+        raise preemption.TrainingInterrupted(
+            f"stopped by {stop.signal_name or 'a signal to another process'}"
+            f" at step {step} of {total_steps}; saved the checkpoint "
+            f"{checkpointer.step_dir(step)}. Run the same command again to "
+            f"resume.", step=step, signal_name=stop.signal_name)
   finally:
     progress.close()
     writer.close()
   return record
+
 
 def load_trained(workdir):
   """``(model, config)`` of a run: its latest checkpoint, in eval mode."""

@@ -16,6 +16,8 @@ from ml_collections import config_dict
 # recipe or the CLI can add keys (``--config.model_overrides.width_multiplier``).
 OPEN_DICTS = ("model_overrides", "augment")
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
 # Fields that change the parameter tree: a checkpoint written under other
 # values cannot be resumed, even with ``allow_config_change``.
 MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
@@ -23,7 +25,7 @@ MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
 
 # Fields that do not change what is trained: free to differ on resume.
 OPERATIONAL_FIELDS = ("data_dir", "eval_batch_size", "checkpoint_every_steps",
-                      "log_every_steps", "progress")
+                      "log_every_steps", "progress", "diagnostics_every_epochs")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -54,8 +56,15 @@ def default_config() -> ml_collections.ConfigDict:
   config.augment = ml_collections.ConfigDict()  # bort_jax.data augment knobs
   config.loss = "ce"
   config.drop_path = 0.0
+  # Computation dtype of the model's convs/matmuls/norms ("float32" or
+  # "bfloat16"); parameters, optimizer state, norm statistics, softmax and
+  # loss stay float32 (bort_jax.models.create's dtype).
+  config.compute_dtype = "float32"
   config.checkpoint_every_steps = 1000
   config.log_every_steps = 50
+  # orthogonality_stats in the epoch record every this many epochs (and at
+  # the last step); the other records have no "orthogonality".
+  config.diagnostics_every_epochs = 1
   config.fsdp = False
   config.progress = True
   return lock(config)
@@ -98,7 +107,7 @@ def check_config(config) -> None:
                      f"fields {unknown}; a training config has exactly "
                      f"{sorted(fields)} (bort_jax.train.default_config()).")
   for name in ("batch_size", "eval_batch_size", "log_every_steps",
-               "checkpoint_every_steps"):
+               "checkpoint_every_steps", "diagnostics_every_epochs"):
     if int(config[name]) < 1:
       raise ValueError(f"{name}={config[name]!r} must be >= 1.")
   for name in ("learning_rate", "lam", "weight_decay", "momentum",
@@ -114,6 +123,9 @@ def check_config(config) -> None:
                        f"or 'ada'.")
     if _number(config, "bort_amplitude") <= 0:
       raise ValueError(f"bort_amplitude={amplitude!r} must be > 0 or 'ada'.")
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype={config.compute_dtype!r} must be one of "
+                     f"{COMPUTE_DTYPES}.")
   if config.num_train_steps < 1 and config.num_epochs <= 0:
     raise ValueError(f"num_epochs={config.num_epochs!r} must be > 0 when "
                      f"num_train_steps={config.num_train_steps!r} is -1.")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import bort_jax
+from bort_jax import models
 from bort_jax.train import mesh as mesh_lib
 
 
@@ -40,7 +40,8 @@ def create_model(config) -> nnx.Module:
   """``bort_jax.models.create`` from ``config`` (seeded by ``config.seed``).
 
   ``config.drop_path`` becomes the model's ``drop_path_rate`` (Table 6), so a
-  0 there really turns stochastic depth off.
+  0 there really turns stochastic depth off; ``config.compute_dtype`` its
+  ``dtype`` (parameters stay float32).
   """
   overrides = dict(config.model_overrides or {})
   if config.model in DROP_PATH_MODELS:
@@ -49,8 +50,9 @@ def create_model(config) -> nnx.Module:
     raise ValueError(f"drop_path={config.drop_path!r} but model "
                      f"{config.model!r} has no stochastic depth; models with "
                      f"it: {DROP_PATH_MODELS}.")
-  return bort_jax.models.create(config.model, num_classes=config.num_classes,
-                                rngs=nnx.Rngs(config.seed), **overrides)
+  return models.create(
+      config.model, num_classes=config.num_classes, rngs=nnx.Rngs(config.seed),
+      dtype=config.compute_dtype, **overrides)
 
 
 def split_model(model: nnx.Module):

@@ -139,6 +139,10 @@ def imagenet(model: str, optimizer: str) -> ml_collections.ConfigDict:
   config.drop_path = drop_path
   config.checkpoint_every_steps = 2000
   config.log_every_steps = 100
+  # float32 reproduces the paper's numerics; on GPU/TPU pass
+  # --config.compute_dtype=bfloat16 for mixed precision (float32 params and
+  # optimizer state, bf16 convs/matmuls: BENCHMARKS.md, "Mixed precision").
+  config.compute_dtype = "float32"
   config.augment = ml_collections.ConfigDict(dict(
       random_resized_crop=True, flip=True, rand_augment=rand_augment,
       mixup=mixup, cutmix=cutmix, mixup_switch_prob=0.5,
