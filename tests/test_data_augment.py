@@ -292,19 +292,20 @@ def test_pixel_ops_at_level_half():
                              (lc - lo) * 255 / (hi - lo), atol=1.0)
 
 
-@pytest.mark.parametrize("sign", [+1, -1])
-def test_enhance_ops_blend_with_their_degenerate_image(sign):
-  """Factor 1 ± 0.9·0.5: Brightness blends with black, Contrast with the mean
-  grey level, Color with the greyscale image (clipped to 0..255)."""
-  f = 1.0 + sign * 0.45
+@pytest.mark.parametrize("level", [0.25, 0.75])
+def test_enhance_ops_blend_with_their_degenerate_image(level):
+  """timm's (non-'inc') factor 0.1 + 1.8·level, 0.55 and 1.45 here: Brightness
+  blends with black, Contrast with the mean grey level, Color with the
+  greyscale image (clipped to 0..255)."""
+  f = 0.1 + 1.8 * level
   x = _RGB.astype(np.float64)
   blend = lambda degenerate: _blend(degenerate, x, f)
-  np.testing.assert_allclose(_op("Brightness", _RGB, 0.5, sign), blend(0.0),
+  np.testing.assert_allclose(_op("Brightness", _RGB, level), blend(0.0),
                              atol=1.0)
   mean = np.round(_gray(x).mean())  # PIL: int(mean of the "L" image + 0.5)
-  np.testing.assert_allclose(_op("Contrast", _RGB, 0.5, sign), blend(mean),
+  np.testing.assert_allclose(_op("Contrast", _RGB, level), blend(mean),
                              atol=1.0)
-  np.testing.assert_allclose(_op("Color", _RGB, 0.5, sign),
+  np.testing.assert_allclose(_op("Color", _RGB, level),
                              blend(_gray(x)[..., None]), atol=1.0)
   # Sharpness: the degenerate image is PIL's 3x3 SMOOTH (centre 5, others 1,
   # /13) inside, the image itself on the border.
@@ -312,8 +313,8 @@ def test_enhance_ops_blend_with_their_degenerate_image(sign):
   padded = sum(x[1 + dy:_H - 1 + dy, 1 + dx:_W - 1 + dx]
                for dy in (-1, 0, 1) for dx in (-1, 0, 1)) + 4 * x[1:-1, 1:-1]
   smooth[1:-1, 1:-1] = np.round(padded / 13)
-  np.testing.assert_allclose(_op("Sharpness", _RGB, 0.5, sign), blend(smooth),
-                             atol=1.0)
+  np.testing.assert_allclose(_op("Sharpness", _RGB, level),
+                             blend(smooth), atol=1.0)
 
 
 def test_equalize_flattens_the_histogram():

@@ -12,7 +12,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 from flax import nnx
 
 import bort_jax
