@@ -162,7 +162,7 @@ def test_unknown_or_unsupported_knobs_raise(knobs, match):
 
 
 def test_config_dict_knobs_are_accepted():
-  ml_collections = pytest.importorskip("ml_collections")
+  import ml_collections  # pinned: a missing package must fail
   plan = augment.make_plan(ml_collections.ConfigDict({"flip": True, "mixup": 0.2}))
   assert plan.flip and plan.mixup == 0.2 and plan.mixes
 
@@ -190,3 +190,163 @@ def test_imagenet_recipe_shapes_on_synthetic_images():
   assert batch["image"].shape == (4, 32, 32, 3) and batch["targets"].shape == (4, 100)
   np.testing.assert_allclose(batch["targets"].sum(1), 1.0, rtol=1e-6)
   assert math.isfinite(float(np.abs(batch["image"]).max()))
+
+
+# ---------------------------------------------- op values at a known magnitude
+
+
+class _FixedRng:
+  """Stands in for the numpy Generator: random() decides the sign of signed ops
+  (< 0.5 keeps it positive); uniform() returns its upper bound; permutation()
+  keeps the order."""
+
+  def __init__(self, random=0.0):
+    self._random = random
+
+  def random(self):
+    return self._random
+
+  def uniform(self, low, high):
+    return high
+
+  def permutation(self, n):
+    return np.arange(n)
+
+
+_H, _W = 12, 16
+_YY, _XX = np.mgrid[0:_H, 0:_W]
+_RAMP_X = np.repeat((10 * _XX + 20)[..., None], 3, -1).astype(np.uint8)
+_RAMP_Y = np.repeat((10 * _YY + 20)[..., None], 3, -1).astype(np.uint8)
+_RGB = np.random.default_rng(5).integers(0, 256, (_H, _W, 3), dtype=np.uint8)
+
+
+def _op(name, image, level, sign=+1, fill=(0, 0, 0)):
+  rng = _FixedRng(0.0 if sign > 0 else 0.9)
+  pil = augment.RAND_AUGMENT_OPS[name](augment.to_pil(image), level, rng, fill)
+  return augment.from_pil(pil).astype(np.float64)
+
+
+def _gray(image):
+  """ITU-R 601-2 luma, PIL's "L" conversion (rounded to uint8 levels)."""
+  return np.round(image[..., 0] * 0.299 + image[..., 1] * 0.587
+                  + image[..., 2] * 0.114)
+
+
+def _blend(degenerate, x, f):
+  """PIL's enhance: degenerate + f·(x − degenerate), truncated into 0..255."""
+  return np.clip(np.trunc(degenerate + f * (x - degenerate)), 0, 255)
+
+
+@pytest.mark.parametrize("sign", [+1, -1])
+def test_geometric_ops_move_pixels_by_the_expected_amount(sign):
+  """Level 0.5 of timm's ranges: shear 0.15, translate 0.225 of the side.
+
+  A linear ramp is reproduced exactly by bilinear sampling, so the output at
+  (x, y) must be ramp(x + 0.15·y) for ShearX (PIL maps output to input)."""
+  s, t = sign * 0.15, sign * 0.225
+  for name, ramp, coord in [
+      ("ShearX", _RAMP_X, _XX + s * _YY), ("ShearY", _RAMP_Y, _YY + s * _XX),
+      ("TranslateXRel", _RAMP_X, _XX + t * _W),
+      ("TranslateYRel", _RAMP_Y, _YY + t * _H)]:
+    out = _op(name, ramp, 0.5, sign)
+    side = _W if "X" in name else _H
+    # PIL samples at pixel centres and truncates: within 0.15 px of the line.
+    inside = (coord >= 1) & (coord <= side - 2)
+    np.testing.assert_allclose(out[..., 0][inside], 10 * coord[inside] + 20,
+                               atol=1.5, err_msg=name)
+    assert np.all(out[..., 0][(coord < -1) | (coord > side)] == 0), name
+
+
+@pytest.mark.parametrize("sign", [+1, -1])
+def test_rotate_turns_by_thirty_degrees_times_level(sign):
+  """A bright dot 12 px right of the centre ends at the rotated angle (PIL
+  rotates counter-clockwise for a positive angle); exposed corners get fill."""
+  image = np.zeros((33, 33, 3), np.uint8)
+  image[15:18, 27:30] = 255  # dot centred at (row 16, col 28)
+  out = _op("Rotate", image, 0.5, sign, fill=(7, 7, 7))[..., 0]
+  weights = np.where(out > 7, out - 7, 0)
+  rows, cols = np.mgrid[0:33, 0:33]
+  dy = (weights * (rows - 16)).sum() / weights.sum()
+  dx = (weights * (cols - 16)).sum() / weights.sum()
+  angle = np.degrees(np.arctan2(-dy, dx))  # image rows grow downwards
+  np.testing.assert_allclose(angle, sign * 15.0, atol=1.0)
+  assert out[0, 0] == 7 and out[-1, -1] == 7
+
+
+def test_pixel_ops_at_level_half():
+  x = _RGB.astype(np.float64)
+  np.testing.assert_array_equal(_op("Invert", _RGB, 0.5), 255 - x)
+  # Solarize: threshold 256·0.5 = 128, pixels >= 128 inverted.
+  np.testing.assert_array_equal(_op("Solarize", _RGB, 0.5),
+                                np.where(x >= 128, 255 - x, x))
+  # SolarizeAdd: +110·0.5 = 55 below 128, clipped to 255.
+  np.testing.assert_array_equal(_op("SolarizeAdd", _RGB, 0.5),
+                                np.where(x < 128, np.minimum(x + 55, 255), x))
+  # Posterize: 4·0.75 = 3 most significant bits.
+  np.testing.assert_array_equal(_op("Posterize", _RGB, 0.75), _RGB & 0b11100000)
+  # AutoContrast: each channel stretched linearly onto [0, 255].
+  low_contrast = (_RGB // 4 + 60).astype(np.uint8)
+  lc = low_contrast.astype(np.float64)
+  lo, hi = lc.min((0, 1)), lc.max((0, 1))
+  np.testing.assert_allclose(_op("AutoContrast", low_contrast, 0.5),
+                             (lc - lo) * 255 / (hi - lo), atol=1.0)
+
+
+@pytest.mark.parametrize("level", [0.25, 0.75])
+def test_enhance_ops_blend_with_their_degenerate_image(level):
+  """timm's (non-'inc') factor 0.1 + 1.8·level, 0.55 and 1.45 here: Brightness
+  blends with black, Contrast with the mean grey level, Color with the
+  greyscale image (clipped to 0..255)."""
+  f = 0.1 + 1.8 * level
+  x = _RGB.astype(np.float64)
+  blend = lambda degenerate: _blend(degenerate, x, f)
+  np.testing.assert_allclose(_op("Brightness", _RGB, level), blend(0.0),
+                             atol=1.0)
+  mean = np.round(_gray(x).mean())  # PIL: int(mean of the "L" image + 0.5)
+  np.testing.assert_allclose(_op("Contrast", _RGB, level), blend(mean),
+                             atol=1.0)
+  np.testing.assert_allclose(_op("Color", _RGB, level),
+                             blend(_gray(x)[..., None]), atol=1.0)
+  # Sharpness: the degenerate image is PIL's 3x3 SMOOTH (centre 5, others 1,
+  # /13) inside, the image itself on the border.
+  smooth = x.copy()
+  padded = sum(x[1 + dy:_H - 1 + dy, 1 + dx:_W - 1 + dx]
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1)) + 4 * x[1:-1, 1:-1]
+  smooth[1:-1, 1:-1] = np.round(padded / 13)
+  np.testing.assert_allclose(_op("Sharpness", _RGB, level),
+                             blend(smooth), atol=1.0)
+
+
+def test_equalize_flattens_the_histogram():
+  """Four grey levels in unequal amounts map to evenly spaced levels set by the
+  cumulative histogram (PIL's rule: step = (N − count of the last level)/255)."""
+  counts = np.array([512, 256, 160, 96])
+  image = np.repeat(np.array([10, 20, 200, 210], np.uint8), counts)
+  image = np.repeat(image.reshape(32, 32)[..., None], 3, -1)
+  out = _op("Equalize", image, 0.5)
+  step = (counts.sum() - counts[-1]) // 255
+  cumulative = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  want = np.minimum((cumulative + step // 2) // step, 255)
+  for level, w in zip([10, 20, 200, 210], want):
+    assert np.all(out[image == level] == w), (level, w)
+
+
+def test_flip_and_color_jitter_at_a_known_magnitude():
+  """Flip mirrors the columns; colour jitter 0.4 with every factor at its top
+  (1.4): brightness, contrast, then saturation, as numpy blends."""
+  plan = _plan(flip=True)
+  transform = augment.ExampleTransform(plan, True, (_H, _W), None, (0, 0, 0),
+                                       (1, 1, 1))
+  flipped = augment.transform_example(_RGB, _FixedRng(0.0), transform)
+  np.testing.assert_array_equal(flipped, _RGB[:, ::-1].astype(np.float32))
+  kept = augment.transform_example(_RGB, _FixedRng(0.9), transform)
+  np.testing.assert_array_equal(kept, _RGB.astype(np.float32))
+
+  dim = (_RGB // 2 + 40).astype(np.uint8)  # no clipping at factor 1.4
+  out = augment.from_pil(augment.color_jitter(augment.to_pil(dim),
+                                              _FixedRng(), 0.4))
+  f = 1.4
+  x = _blend(0.0, dim.astype(np.float64), f)                    # brightness
+  x = _blend(np.round(_gray(x).mean()), x, f)                   # contrast
+  x = _blend(_gray(x)[..., None], x, f)                         # saturation
+  np.testing.assert_allclose(out, x, atol=2.0)  # three rounded stages

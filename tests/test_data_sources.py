@@ -16,7 +16,7 @@ TFDS_CASES = [  # name, eval split, expected image shape, classes
 
 @pytest.mark.parametrize("name,eval_split,shape,classes", TFDS_CASES)
 def test_tfds_names_load_through_data_source_mock(name, eval_split, shape, classes):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   image_size = 32 if name == "imagenet2012" else None  # small crop keeps the test fast
   with tfds.testing.mock_data(num_examples=10):
     train = data.load(name, split="train", batch_size=4, train=True, image_size=image_size,
@@ -45,7 +45,7 @@ def _by_pattern(images):
 def test_real_tfds_array_record_files_decode_to_what_was_written(split):
   """A real prepared tfds mnist (ArrayRecord, PNG-encoded; tests/make_tfds_fixture.py)
   read without TensorFlow: every image and label back, bit for bit."""
-  pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets  # noqa: F401  (pinned: must fail if missing)
   from bort_jax.data import sources
   from make_tfds_fixture import FIXTURE_DIR, fixture_examples
   source = sources.make_source("mnist", split, data_dir=str(FIXTURE_DIR))
@@ -73,7 +73,7 @@ def test_real_tfds_imagenet_jpegs_decode_at_their_own_sizes_with_their_labels():
   """A real prepared tfds imagenet2012 (JPEG in ArrayRecord, written by tfds's
   builder from manual-download tars) read without TensorFlow, then through the
   eval (resize + centre crop) and train (crop, flip, RandAugment) pipelines."""
-  pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets  # noqa: F401  (pinned: must fail if missing)
   from bort_jax.data import sources
   from make_tfds_fixture import FIXTURE_DIR, IMAGENET_TRAIN, IMAGENET_VALIDATION
   for split, rows in (("train", IMAGENET_TRAIN), ("validation", IMAGENET_VALIDATION)):

@@ -1,5 +1,6 @@
 """CAM, IG, RISE, XRAI and GuidedIG."""
 
+import math
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import saliency.core as saliency_core
 from flax import nnx
+from scipy import ndimage
 
 from bort_jax import explain
 from bort_jax.explain import attribution
@@ -56,6 +58,28 @@ def test_integrated_gradients_completeness():
   np.testing.assert_allclose(attributions.sum(axis=(1, 2, 3)), gap, rtol=1e-2)
 
 
+def test_integrated_gradients_is_the_trapezoid_of_jax_grad():
+  """(x − x₀) ⊙ Σ_i w_i ∇f(x₀ + (i/S)(x − x₀)), w = ½,1,…,1,½ over S, by hand.
+
+  Steps=10 with batch_size=4: 11 points in 3 chunks, the last one padded.
+  """
+  model = F.two_layer(seed=4)
+  x = F.random_images(2, 8, 2, seed=13)
+  baseline = 0.2 * F.random_images(1, 8, 2, seed=14)
+  target = jnp.array([1, 3])
+  steps = 10
+  got = explain.integrated_gradients(model, x, target, baseline=baseline,
+                                     steps=steps, batch_size=4)
+  grad = jax.jit(jax.grad(
+      lambda images: model(images)[jnp.arange(2), target].sum()))
+  total = np.zeros(x.shape, np.float64)
+  for i in range(steps + 1):
+    weight = (0.5 if i in (0, steps) else 1.0) / steps
+    total += weight * np.asarray(grad(baseline + (i / steps) * (x - baseline)))
+  want = total * np.asarray(x - baseline)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_integrated_gradients_agrees_with_pair():
   model = F.two_layer(seed=4)
   x = F.random_images(2, 8, 2, seed=4)
@@ -71,19 +95,60 @@ def test_integrated_gradients_agrees_with_pair():
     np.testing.assert_allclose(ours[b], pair, atol=0.03 * np.abs(pair).max())
 
 
+def _reference_rise_mask(key, hw, cell_size, p):
+  """RISE's mask from the same random draws, built with scipy, not our code:
+  an s_h×s_w grid of Bernoulli(p) cells (s = ceil(side / cell)), bilinearly
+  upsampled (half-pixel centres, edge clamp) to (s + 1)·cell pixels and
+  cropped at the drawn shift (dy, dx) ∈ [0, cell)²."""
+  h, w = hw
+  grid_shape = (math.ceil(h / cell_size), math.ceil(w / cell_size))
+  key_grid, key_shift = jax.random.split(key)
+  grid = np.asarray(jax.random.uniform(key_grid, grid_shape)) < p
+  dy, dx = np.asarray(jax.random.randint(key_shift, (2,), 0, cell_size))
+  zoom = [(s + 1) * cell_size / s for s in grid_shape]
+  up = ndimage.zoom(grid.astype(np.float64), zoom, order=1, grid_mode=True,
+                    mode="nearest")
+  assert up.shape == tuple((s + 1) * cell_size for s in grid_shape)
+  return up[dy:dy + h, dx:dx + w]
+
+
+@pytest.mark.parametrize("hw,cell_size", [((12, 12), 4), ((8, 11), 3)])
+def test_rise_mask_matches_scipy_upsampled_grid(hw, cell_size):
+  for i in range(6):
+    key = jax.random.key(100 + i)
+    np.testing.assert_allclose(attribution.rise_mask(key, hw, cell_size, 0.4),
+                               _reference_rise_mask(key, hw, cell_size, 0.4),
+                               atol=1e-6)
+
+
+def test_rise_masks_keep_p_on_average_and_are_shifted():
+  """Over 2000 masks: mean ≈ p, overall and per pixel; values in [0, 1]."""
+  cell, p, n = 4, 0.3, 2000
+  keys = jax.random.split(jax.random.key(0), n)
+  masks = np.asarray(jax.vmap(
+      lambda k: attribution.rise_mask(k, (12, 12), cell, p))(keys))
+  assert masks.min() >= 0.0 and masks.max() <= 1.0
+  assert abs(masks.mean() - p) < 0.015  # ~5 standard errors
+  np.testing.assert_allclose(masks.mean(0), p, atol=0.06)
+  # Pixel (0, 0) reads the upsampled grid at (dy, dx). Without shifts it would
+  # sit in the first cell's clamped corner and always be 0 or 1; with dy or
+  # dx = 3 it is a blend of two cells, 0 < m < 1, whenever those differ.
+  assert np.mean((masks[:, 0, 0] > 0) & (masks[:, 0, 0] < 1)) > 0.1
+
+
 def test_rise_matches_a_direct_sum_over_masks():
   model = F.two_layer(seed=5)
   x = F.random_images(2, 8, 2, seed=5)
   got = explain.rise(model, x, num_masks=37, cell_size=3, p=0.4, seed=11,
                      batch_size=8)  # 37 masks: last chunk padded
   key = jax.random.key(11)
-  masks = jnp.stack([attribution.rise_mask(jax.random.fold_in(key, i), (8, 8),
-                                           3, 0.4) for i in range(37)])
-  assert float(masks.min()) >= 0.0 and float(masks.max()) <= 1.0
+  masks = np.stack([_reference_rise_mask(jax.random.fold_in(key, i), (8, 8),
+                                         3, 0.4) for i in range(37)])
   target = jnp.argmax(model(x), -1)
-  probs = jnp.stack([jax.nn.softmax(model(x * m[None, :, :, None]))[
-      jnp.arange(2), target] for m in masks])  # (37, 2)
-  want = jnp.einsum("mn,mhw->nhw", probs, masks) / (37 * 0.4)
+  probs = np.stack([np.asarray(jax.nn.softmax(
+      model(x * jnp.asarray(m, jnp.float32)[None, :, :, None])))[
+          np.arange(2), target] for m in masks])  # (37, 2)
+  want = np.einsum("mn,mhw->nhw", probs, masks) / (37 * 0.4)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
   # Same seed, same masks; another seed, other masks.
   np.testing.assert_array_equal(

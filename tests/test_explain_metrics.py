@@ -13,6 +13,14 @@ import explain_fixtures as F
 IMAGE = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)[None, :, :, None]
 
 
+def _rise_kernel():
+  """RISE's insertion blur, written here: a centred Dirac on 11×11 smoothed by
+  scipy's gaussian_filter with σ = 5."""
+  dirac = np.zeros((11, 11))
+  dirac[5, 5] = 1.0
+  return ndimage.gaussian_filter(dirac, sigma=5)
+
+
 def test_hand_computed_logit_curves_and_aucs():
   model = F.PixelLinear(np.ones((2, 2, 1)))  # logit_0 = Σ pixels
   saliency = np.array([[[4.0, 3.0], [2.0, 1.0]]])  # raster order
@@ -21,8 +29,8 @@ def test_hand_computed_logit_curves_and_aucs():
   np.testing.assert_allclose(result.deletion, [[10, 9, 7, 4, 0]])
   # Trapezoid on x = 0, .25, .5, .75, 1.
   np.testing.assert_allclose(result.deletion_auc, [0.25 * (9.5 + 8 + 5.5 + 2)])
-  blurred = ndimage.correlate(IMAGE[0, :, :, 0],
-                              metrics.rise_blur_kernel(), mode="constant")
+  blurred = ndimage.correlate(IMAGE[0, :, :, 0], _rise_kernel(),
+                              mode="constant")
   b = blurred.ravel()
   want_ins = [b.sum(), 1 + b[1:].sum(), 3 + b[2:].sum(), 6 + b[3], 10]
   np.testing.assert_allclose(result.insertion, [want_ins], rtol=1e-5)
@@ -163,11 +171,15 @@ def test_endpoints_are_the_model_scores_and_channels_move_together():
       probs(jnp.asarray(after.reshape(x.shape)))[rows, target], rtol=1e-5)
 
 
-def test_blur_kernel_is_rises():
-  kernel = metrics.rise_blur_kernel()
-  assert kernel.shape == (11, 11)
-  np.testing.assert_allclose(kernel.sum(), 1.0, rtol=1e-5)
-  assert kernel[5, 5] == kernel.max() and np.allclose(kernel, kernel.T)
+def test_blur_is_rises_gaussian_per_channel_with_zero_padding():
+  x = np.random.default_rng(0).normal(size=(2, 9, 13, 3)).astype(np.float32)
+  want = np.stack([np.stack([ndimage.correlate(x[n, :, :, c], _rise_kernel(),
+                                               mode="constant")
+                             for c in range(3)], -1) for n in range(2)])
+  np.testing.assert_allclose(explain.blur(jnp.asarray(x)), want, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(metrics.rise_blur_kernel(), _rise_kernel(),
+                             rtol=1e-6)
 
 
 def test_errors():

@@ -74,6 +74,30 @@ def test_synthesized_sample_carries_the_targets_channels():
   assert rate == np.mean(predicted(adv) == predicted(target))
 
 
+def test_synthesis_is_reconstruct_of_the_constructed_feature_map():
+  """Per pair: the target's top-k channels (by max activation y_c), each set to
+  y_c·B at the position where the *source*'s same channel peaks, all else
+  zero, reconstructed through the source's forward pass."""
+  model = F.two_layer(seed=12)
+  x = F.random_images(3, 8, 2, seed=12)
+  source, target = x, jnp.roll(x, 1, axis=0)
+  k, B = 3, 1.5
+  adv = explain.synthesize_adversarial(model, source, target, layer=2, k=k,
+                                       B=B, batch_size=2)
+  feature_shape = model.features(source, 2).shape  # (3, h, w, 8)
+  z_source = np.asarray(model.features(source, 2)).reshape(3, -1, 8)
+  z_target = np.asarray(model.features(target, 2)).reshape(3, -1, 8)
+  for b in range(3):
+    peaks = z_target[b].max(0)
+    channels = np.argsort(-peaks, kind="stable")[:k]
+    entries = [(z_source[b, :, c].argmax(), c, peaks[c] * B)
+               for c in channels]
+    want = explain.reconstruct(model, source[b:b + 1], layer=2,
+                               features=_onehot_map(
+                                   np.zeros((1,) + feature_shape[1:]), entries))
+    np.testing.assert_allclose(adv[b], want[0], rtol=1e-5, atol=1e-6)
+
+
 def test_synthesis_errors():
   model = F.two_layer()
   x = F.random_images(2, 8, 2)

@@ -398,16 +398,23 @@ def test_attention_kernels_have_flax_multihead_layout():
   assert n_out == {"query": 2, "key": 2, "value": 2, "out": 1}
 
 
-# Narrow, shallow versions of the big models at their paper resolution.
+# Narrow, shallow versions of the big models. The transformers get a smaller
+# image_size (DeiT: 4x4 patches of 16; Swin: 14x14 patches of 4, so windows of
+# 7 and one patch merging); the CNNs keep the paper's 224x224.
 BIG_NARROW = {
     "vgg16": dict(width_multiplier=1 / 16),
     "resnet50": dict(width_multiplier=1 / 16, stage_sizes=(1, 1, 1, 1)),
-    "deit_small": dict(width_multiplier=1 / 16, depth=2, drop_path_rate=0.9),
+    "deit_small": dict(width_multiplier=1 / 16, depth=2, drop_path_rate=0.9,
+                       image_size=64),
     # Two stages: plain and shifted windows, and one patch merging.
     "swin_small": dict(width_multiplier=1 / 8, depths=(2, 2), num_heads=(3, 6),
-                       drop_path_rate=0.9),
+                       drop_path_rate=0.9, image_size=56),
 }
-BIG_INPUT = (2, 224, 224, 3)
+
+
+def _big_input(name):
+  size = BIG_NARROW[name].get("image_size", 224)
+  return (2, size, size, 3)
 
 
 @functools.cache
@@ -420,14 +427,14 @@ def _big(name):
 
 @pytest.mark.parametrize("name", sorted(BIG_NARROW))
 def test_big_model_logits_shape(name):
-  logits = _forward(_big(name), _images(BIG_INPUT))
+  logits = _forward(_big(name), _images(_big_input(name)))
   assert logits.shape == (2, 5) and bool(jnp.all(jnp.isfinite(logits)))
 
 
 @pytest.mark.parametrize("name", ["vgg16", "deit_small", "swin_small"])
 def test_dropout_and_drop_path_act_only_in_train_mode(name):
   model = _big(name)
-  x = _images(BIG_INPUT)
+  x = _images(_big_input(name))
   evaluated = _forward(model, x)
   np.testing.assert_array_equal(_forward(model, x), evaluated)
   model.train()
@@ -451,7 +458,7 @@ def test_drop_path_drops_whole_samples():
 
 def test_resnet_batch_norm_train_vs_eval():
   model = _big("resnet50")
-  x = _images(BIG_INPUT)
+  x = _images(_big_input("resnet50"))
   # Eval: running statistics, so a sample's logits ignore the rest of the batch.
   np.testing.assert_allclose(_forward(model, x)[:1], _forward(model, x[:1]),
                              rtol=1e-5, atol=1e-5)

@@ -164,6 +164,79 @@ def test_notebook_runs_headless_on_the_demo_checkpoint(demo, tmp_path):
   assert "trained with bort_sgd" in text and "adversarial success rate" in text
 
 
+@pytest.mark.slow
+def test_report_numbers_recompute_from_the_saved_runs(demo):
+  """A Table 3 AUC (IG deletion) and a Fig. 3b ratio, recomputed here from
+  the run's checkpoint and the first 4 test images with the TINY_FLAGS
+  settings, equal what report.json says."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from bort_jax import data, explain, train  # pylint: disable=import-outside-toplevel
+
+  workdir, document, _ = demo
+  entry = document["models"]["acnn_small_mnist_w0.25"]
+  model, config = train.load_trained(workdir / entry["runs"]["Bort-S"]["workdir"])
+  batch = next(iter(data.load(config.dataset, split="test", batch_size=4,
+                              train=False)))
+  images = jnp.asarray(batch["image"])
+  ig = explain.integrated_gradients(model, images, steps=4)
+  auc = explain.deletion_insertion(model, images, ig, step=196)
+  np.testing.assert_allclose(entry["table3"]["IG"]["Bort-S"]["deletion"],
+                             float(np.mean(auc.deletion_auc)), rtol=1e-5)
+  np.testing.assert_allclose(entry["table3"]["IG"]["Bort-S"]["insertion"],
+                             float(np.mean(auc.insertion_auc)), rtol=1e-5)
+  ratios = explain.reconstruction_ratios(model, images)
+  reported = entry["reconstruction_ratio"]["Bort-S"]
+  assert set(reported) == set(ratios)
+  for layer, ratio in ratios.items():
+    np.testing.assert_allclose(reported[layer], float(np.mean(ratio)),
+                               rtol=1e-5, err_msg=layer)
+
+
+EXPLAIN_FLAGS = tuple(flag.replace("--config.explain.", "--explain.")
+                      for flag in TINY_FLAGS if "explain." in flag)
+
+
+@pytest.mark.slow
+def test_explain_cli_discovers_runs_and_groups_them_by_model(demo, tmp_path):
+  """A folder holding three of the demo's runs (as links), a folder without
+  config.json and a stray file: the runs are found, grouped per model, and
+  the baseline optimizer comes before Bort even though its folder sorts
+  after."""
+  workdir, _, _ = demo
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  for name in ("lenet_bort_sgd", "lenet_sgd", "acnn_small_mnist_bort_sgd"):
+    (runs / name).symlink_to(workdir / name)
+  (runs / "notes").mkdir()
+  (runs / "README").write_text("not a run")
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  out = tmp_path / "out"
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.explain", f"--workdir={runs}",
+       f"--out={out}", *EXPLAIN_FLAGS], cwd=REPO, env=env,
+      capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-4000:]
+  document = json.loads((out / "report.json").read_text())
+  models = document["models"]
+  assert sorted(models) == ["acnn_small_mnist_w0.25", "lenet"]
+  assert list(models["lenet"]["runs"]) == ["SGD", "Bort-S"]
+  assert list(models["acnn_small_mnist_w0.25"]["runs"]) == ["Bort-S"]
+  for key, name in [("lenet", "lenet_sgd"), ("lenet", "lenet_bort_sgd"),
+                    ("acnn_small_mnist_w0.25", "acnn_small_mnist_bort_sgd")]:
+    found = [run["workdir"] for run in models[key]["runs"].values()]
+    assert any(pathlib.Path(w).name == name for w in found), (key, found)
+
+  # A folder with no run in it: a clear error, no report.
+  empty = tmp_path / "empty"
+  (empty / "notes").mkdir(parents=True)
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.explain", f"--workdir={empty}"],
+      cwd=REPO, env=env, capture_output=True, text=True, check=False)
+  assert result.returncode != 0
+  assert "holds no run" in result.stderr and "config.json" in result.stderr
+  assert not (empty / "report.json").exists()
+
+
 # ------------------------------------------------------------ fast unit checks
 
 

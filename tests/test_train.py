@@ -71,6 +71,52 @@ def test_config_rows_are_complete_and_follow_the_paper(row):
                                                                  "resnet50"))
 
 
+# Tables 6 and 7 of the paper, typed here from the appendix (not read from
+# recipes.py): row -> (λ_wd, λ, drop path, momentum, batch, lr) and
+# (RandAugment, mixup, cutmix, erase, color jitter, aug splits, loss).
+_PAPER_T6 = {
+    "vgg16_sgd": (5e-5, 0, 0, 0.9, 1024, 0.05),
+    "vgg16_bort_sgd": (2e-5, 1e-3, 0, 0.9, 1024, 0.05),
+    "vgg16_adamw": (2e-5, 0, 0, 0, 1024, 1e-3),
+    "vgg16_bort_adamw": (2e-5, 1e-4, 0, 0, 1024, 1e-3),
+    "resnet50_sgd": (2e-5, 0, 0, 0.9, 1024, 0.05),
+    "resnet50_bort_sgd": (2e-5, 1e-4, 0, 0.9, 1024, 0.05),
+    "resnet50_adamw": (2e-5, 0, 0, 0, 1024, 1e-3),
+    "resnet50_bort_adamw": (2e-5, 1e-4, 0, 0, 1024, 1e-3),
+    "resnet50_lamb": (0.02, 0, 0, 0, 2048, 5e-3),
+    "resnet50_bort_lamb": (2e-3, 2e-5, 0, 0, 2048, 5e-3),
+    "deit_small_adamw": (0.05, 0, 0.1, 0, 1024, 5e-4),
+    "deit_small_bort_adamw": (5e-3, 0.05, 0.1, 0, 1024, 5e-4),
+    "swin_small_adamw": (0.05, 0, 0.3, 0, 1024, 5e-4),
+    "swin_small_bort_adamw": (5e-3, 0.05, 0.3, 0, 1024, 5e-4),
+}
+_CNN_T7 = ("rand-m9-mstd0.5", 0, 0, 0.6, 0, 3, "jsd")
+_LAMB_T7 = ("rand-m7-mstd0.5", 0.1, 1, 0, 0, 3, "bce")
+_PAPER_T7 = {row: _CNN_T7 for row in _PAPER_T6 if row.startswith(("vgg", "res"))}
+_PAPER_T7.update({
+    "resnet50_lamb": _LAMB_T7, "resnet50_bort_lamb": _LAMB_T7,
+    "deit_small_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.3, 1, "ce"),
+    "deit_small_bort_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.3, 1, "ce"),
+    "swin_small_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.4, 1, "ce"),
+    "swin_small_bort_adamw": ("rand-m9-mstd0.5", 0.8, 1, 0.25, 0.4, 1, "ce"),
+})
+
+
+@pytest.mark.parametrize("row", sorted(_PAPER_T6))
+def test_imagenet_configs_carry_the_values_of_tables_6_and_7(row):
+  config = get_config(f"imagenet_{row}")
+  a = config.augment
+  got6 = (config.weight_decay, config.lam, config.drop_path, config.momentum,
+          config.batch_size, config.learning_rate)
+  got7 = (a.rand_augment, a.mixup, a.cutmix, a.random_erasing, a.color_jitter,
+          a.aug_splits, config.loss)
+  assert got6 == pytest.approx(_PAPER_T6[row], rel=1e-12), got6
+  assert (got7[0], got7[-1]) == (_PAPER_T7[row][0], _PAPER_T7[row][-1])
+  assert got7[1:-1] == pytest.approx(_PAPER_T7[row][1:-1], rel=1e-12), got7
+  assert (config.num_epochs, config.lr_schedule, config.warmup_epochs) == (
+      300, "cosine", 5)
+
+
 # ------------------------------------------------------------------ losses
 
 
@@ -197,7 +243,7 @@ def test_each_config_family_trains_two_steps_and_evaluates(row, model,
   if model is not None:
     config.model, config.momentum = model, 0.0
   config = tiny(config)
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   with tfds.testing.mock_data(num_examples=32):
     final = train.train_and_evaluate(config, tmp_path)
   records = read_metrics(tmp_path)
@@ -214,6 +260,50 @@ def test_each_config_family_trains_two_steps_and_evaluates(row, model,
   assert len(final["orthogonality"]["per_layer"]) == sum(kernels) > 0
   assert (tmp_path / "checkpoints" / "2").is_dir()
   assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+# ------------------------------------------------------------ evaluation
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """5 steps of LeNet on digits, a checkpoint every step, eval batches of 48
+  (360 test images: 7 full batches and one padded with 24 masked rows)."""
+  workdir = tmp_path_factory.mktemp("digits_run")
+  config = tiny("digits_lenet_bort_sgd", num_train_steps=5,
+                checkpoint_every_steps=1, eval_batch_size=48)
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_evaluation_matches_numpy_metrics_of_the_loaded_model(digits_run):
+  workdir, final = digits_run
+  model, config = train.load_trained(workdir)
+  images, labels = [], []
+  for batch in bort_jax.data.load("digits", split=config.eval_split,
+                                  batch_size=100, train=False):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  images, labels = np.concatenate(images), np.concatenate(labels)
+  logits = np.asarray(model(jnp.asarray(images)), np.float64)
+  log_probs = logits - logits.max(1, keepdims=True)
+  log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+  rows = np.arange(len(labels))
+  top5 = np.argsort(-logits, axis=1)[:, :5]
+  assert final["eval_examples"] == len(labels) == 360
+  np.testing.assert_allclose(final["eval_loss"],
+                             -log_probs[rows, labels].mean(), rtol=1e-5)
+  assert final["top1"] == pytest.approx(
+      np.mean(logits.argmax(1) == labels), abs=1e-9)
+  assert final["top5"] == pytest.approx(
+      np.mean((top5 == labels[:, None]).any(1)), abs=1e-9)
+  assert final["top1"] < final["top5"] < 1  # both informative after 5 steps
+
+
+def test_only_the_three_newest_checkpoints_are_kept(digits_run):
+  workdir, _ = digits_run
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                 if p.name.isdigit())
+  assert steps == [3, 4, 5]
 
 
 # ------------------------------------------------------- resume/checkpoints
@@ -233,7 +323,7 @@ def resume_config(num_train_steps):
 
 
 def test_resume_gives_bitwise_the_same_parameters(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   straight, halves = tmp_path / "straight", tmp_path / "halves"
   with tfds.testing.mock_data(num_examples=32):  # 2 steps per epoch
     train.train_and_evaluate(resume_config(4), straight)
@@ -248,6 +338,13 @@ def test_resume_gives_bitwise_the_same_parameters(tmp_path):
   assert [r["step"] for r in read_metrics(halves)] == [2, 3, 4]
   jax.tree.map(np.testing.assert_array_equal, params_of(straight),
                params_of(halves))
+  # load_trained gives the model in eval mode: dropout 0.5 is off, so two
+  # calls agree, and they differ once the model is put in train mode.
+  model, config = train.load_trained(straight)
+  x = jax.random.normal(jax.random.key(0), (2, 128, 128, 1))
+  np.testing.assert_array_equal(model(x), model(x))
+  model.train()
+  assert not np.allclose(model(x), model(x))
   assert read_metrics(straight)[-1]["eval_loss"] == final["eval_loss"]
 
 
@@ -258,7 +355,7 @@ def _tree_digest(directory):
 
 
 def test_bad_checkpoints_raise_naming_the_file_and_stay_untouched(tmp_path):
-  tfds = pytest.importorskip("tensorflow_datasets")
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
   with tfds.testing.mock_data(num_examples=32):
     check_bad_checkpoints(tmp_path)
 

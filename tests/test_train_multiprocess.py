@@ -12,7 +12,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 from flax import nnx
 
 import bort_jax
@@ -25,13 +24,21 @@ from bort_jax.train import step as step_lib
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "configs" / "digits_lenet_bort_sgd.py"
 OVERRIDES = {"batch_size": 16, "eval_batch_size": 120, "num_train_steps": 2,
-             "momentum": 0.9, "progress": False, "log_every_steps": 1}
+             "momentum": 0.9, "progress": False, "log_every_steps": 1,
+             # A narrow DeiT with stochastic depth instead of LeNet (no
+             # dropout): the drop-path RNG stream must carry over the resume.
+             # Rates rise from 0 over the blocks, so depth 2: block 2 drops
+             # with 0.5 (with depth 1 nothing is ever dropped).
+             "model": "deit_small", "drop_path": 0.5}
+MODEL_OVERRIDES = {"width_multiplier": 0.125, "depth": 2, "image_size": 28,
+                   "patch_size": 7, "in_channels": 1}
 
 
 def launch(process_id, port, workdir, num_train_steps, **changes):
   env = dict(os.environ, JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
   overrides = dict(OVERRIDES, num_train_steps=num_train_steps, **changes)
-  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()] + [
+      f"--config.model_overrides.{k}={v}" for k, v in MODEL_OVERRIDES.items()]
   return subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
@@ -65,7 +72,7 @@ def single_process_params(config):
 
 
 def run_two_processes(workdir, num_train_steps):
-  portpicker = pytest.importorskip("portpicker")
+  import portpicker  # pinned: a missing package must fail
   port = portpicker.pick_unused_port()
   workers = [launch(p, port, workdir, num_train_steps) for p in range(2)]
   try:
@@ -94,6 +101,7 @@ def test_two_processes_stop_resume_and_train_like_one(tmp_path):
       "experiments.configs.digits_lenet_bort_sgd").get_config()
   for key, value in OVERRIDES.items():
     config[key] = value
+  config.model_overrides = dict(MODEL_OVERRIDES)
   model, saved_config = train.load_trained(tmp_path)
   assert saved_config.batch_size == 16 and saved_config.num_train_steps == 2
   two_process = nnx.to_pure_dict(nnx.state(model, nnx.Param))
@@ -107,7 +115,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
   # lock: signals are caught from then on); the flag is all-gathered at sync
   # steps (every 5th step here, and epoch/checkpoint steps), so both
   # processes save the same checkpoint and exit 75.
-  portpicker = pytest.importorskip("portpicker")
+  import portpicker  # pinned: a missing package must fail
   port = portpicker.pick_unused_port()
   workers = [launch(p, port, tmp_path, 100000, log_every_steps=5)
              for p in range(2)]
