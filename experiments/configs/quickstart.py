@@ -72,7 +72,7 @@ def explain_config() -> ml_collections.ConfigDict:
   config.rise_cell_size = 7
   config.deletion_step = 28     # pixels removed/inserted per step
   config.n_clusters = 6         # K-means clusters of the top-k components
-  config.adversarial_pairs = 8
+  config.adversarial_pairs = 16
   config.eval_batch_size = 256  # Table 1's per-image accuracy pass
   return config
 
