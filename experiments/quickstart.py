@@ -9,7 +9,8 @@ Trains every model of ``config.models`` with every optimizer of
 ``WORKDIR/<model>_<optimizer>``, resumed if already there), then writes the
 report with the paper's claims checked (``WORKDIR/report.md``,
 ``report.json``, figures). ``--docs_dir`` also writes the README's demo
-section (``DOCS_DIR/demo.md``) and two of its figures.
+section (``DOCS_DIR/demo.md``, ending with ``DOCS_DIR/demo_choices.md`` when
+``experiments.demo_choices`` wrote one) and three of its figures.
 """
 
 from __future__ import annotations
@@ -106,9 +107,14 @@ def write_docs(results: dict, workdir: str, docs_dir: str) -> str:
     shutil.copyfile(os.path.join(workdir, source),
                     os.path.join(docs_dir, "figures", f"demo_{source}"))
     embedded[f"{model['label']}: {what}"] = f"figures/demo_{source}"
+  snippet = report.demo_snippet(results, embedded)
+  choices = os.path.join(docs_dir, "demo_choices.md")  # experiments.demo_choices
+  if os.path.isfile(choices):
+    with open(choices, encoding="utf-8") as f:
+      snippet += "\n" + f.read()
   path = os.path.join(docs_dir, "demo.md")
   with open(path, "w", encoding="utf-8") as f:
-    f.write(report.demo_snippet(results, embedded))
+    f.write(snippet)
   return path
 
 
