@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from bort_jax import optim
 
@@ -89,3 +91,46 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
     dim = optim._as_dimension_numbers(dim) or optim.BortDimensionNumbers(1)
     stats[path_name(path)] = matrix_stats(kernel_matrix(leaf, dim.n_out_axes))
   return stats
+
+
+def _gram_entries(kernel, n_out_axes=1):
+  w = kernel_matrix(jnp.asarray(kernel), n_out_axes)
+  gram = np.asarray(w @ w.T)  # rows of W = output units (Eq. 6's Gram)
+  off = ~np.eye(gram.shape[0], dtype=bool)
+  return {"diag": jnp.asarray(np.diag(gram)), "offdiag": jnp.asarray(gram[off])}
+
+
+def gram_distribution(model_or_params) -> dict:
+  """Diagonal and off-diagonal entries of each kernel's Gram ``W Wᵀ`` (Fig. 3a).
+
+  ``W`` is the (out, fan_in) matrix of a kernel (rows = output units), so the
+  Gram is out × out; Bort drives its diagonal to 1 and the rest to 0.
+
+  Args:
+    model_or_params: a conv model of the ``bort_jax.models`` interface (keys
+      are its ``layer_names``), any other ``nnx.Module`` or a params pytree
+      (keys are the paths of the leaves named ``kernel``).
+
+  Returns:
+    ``{name: {"diag": (out,) array, "offdiag": (out·(out-1),) array}}``.
+  """
+  if isinstance(model_or_params, nnx.Module) and hasattr(
+      model_or_params, "layer_names") and hasattr(model_or_params, "conv"):
+    model = model_or_params
+    return {name: _gram_entries(model.conv(name).kernel[...])
+            for name in model.layer_names}
+  params = model_or_params
+  if isinstance(params, nnx.Module):
+    params = nnx.state(params, nnx.Param)
+  mask = optim.default_mask(params)
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  flat_mask = jax.tree_util.tree_leaves(mask)
+  if len(flat_mask) != len(leaves):
+    raise ValueError("could not align the kernel mask with the params pytree")
+  out = {}
+  for (path, leaf), selected in zip(leaves, flat_mask):
+    if selected and jnp.ndim(leaf) >= 2:
+      out[path_name(path)] = _gram_entries(leaf)
+  if not out:
+    raise ValueError("no leaf named 'kernel' with ndim >= 2 found in params")
+  return out

@@ -338,19 +338,25 @@ def bort_sgd(
     learning_rate: ScalarOrSchedule,
     lam: ScalarOrSchedule,
     *,
-    momentum: float = 0.0,
+    momentum: Optional[float] = None,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
     mask: MaskOrFn = None,
+    amplitude: Union[float, str] = 1.0,
+    mode: str = "l2-full",
+    dimension_numbers: MaskOrFn = None,
 ) -> optax.GradientTransformation:
   """Bort-S: ``g + lam·Δ(W) + wd·W``, then torch-style momentum, then ``−lr``.
 
   With ``lam=0`` this is exactly ``optax.chain(optax.add_decayed_weights(wd,
-  mask), optax.sgd(lr, momentum, nesterov))``.
+  mask), optax.sgd(lr, momentum, nesterov))``. ``momentum=None`` (the
+  default, as in ``optax.sgd``) keeps no momentum buffer. ``amplitude``,
+  ``mode`` and ``dimension_numbers`` are those of :func:`add_bort_correction`.
   """
   return optax.chain(
-      add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=mask),
+      add_bort_correction(lam, weight_decay=weight_decay, amplitude=amplitude,
+                          mode=mode, mask=mask,
+                          dimension_numbers=dimension_numbers),
       optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
   )
 
@@ -364,6 +370,9 @@ def bort_adamw(
     eps: float = 1e-8,
     weight_decay: ScalarOrSchedule = 1e-4,
     mask: MaskOrFn = None,
+    amplitude: Union[float, str] = 1.0,
+    mode: str = "l2-full",
+    dimension_numbers: MaskOrFn = None,
 ) -> optax.GradientTransformation:
   """Bort-A: Adam's scaled update ``+ wd·W + lam·Δ(W)`` (decoupled), then ``−lr``.
 
@@ -372,8 +381,9 @@ def bort_adamw(
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=mask),
+      add_bort_correction(lam, weight_decay=weight_decay, amplitude=amplitude,
+                          mode=mode, mask=mask,
+                          dimension_numbers=dimension_numbers),
       optax.scale_by_learning_rate(learning_rate),
   )
 
@@ -387,6 +397,9 @@ def bort_lamb(
     eps: float = 1e-6,
     weight_decay: ScalarOrSchedule = 0.0,
     mask: MaskOrFn = None,
+    amplitude: Union[float, str] = 1.0,
+    mode: str = "l2-full",
+    dimension_numbers: MaskOrFn = None,
 ) -> optax.GradientTransformation:
   """Bort-L: ``lam·Δ(W)`` next to LAMB's weight decay, before the trust ratio.
 
@@ -395,8 +408,9 @@ def bort_lamb(
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      add_bort_correction(lam, weight_decay=weight_decay,
-                          mask=mask),
+      add_bort_correction(lam, weight_decay=weight_decay, amplitude=amplitude,
+                          mode=mode, mask=mask,
+                          dimension_numbers=dimension_numbers),
       optax.scale_by_trust_ratio(),
       optax.scale_by_learning_rate(learning_rate),
   )

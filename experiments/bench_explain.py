@@ -38,10 +38,8 @@ from flax import nnx
 from bort_jax import explain
 from bort_jax import models
 from bort_jax.explain import _common
-from bort_jax.explain import backtrack
+from bort_jax.explain import activation_tracking
 from bort_jax.explain import metrics
-
-_sat_module = sys.modules["bort_jax.explain.sat"]
 
 
 def random_model(width: float, seed: int = 0):
@@ -106,9 +104,9 @@ def sat_channel_loop(model, x, layer, k, B, gamma):
 def sat_general_vjp(model, x, layer, k, B, gamma):
   """The vmapped SAT, forced onto the general VJP through the top conv."""
   graphdef, state = nnx.split(model)
-  return _sat_module._sat(graphdef, state, x, jnp.float32(B),
-                          jnp.float32(gamma), layer=layer, k=k, top_kind=None,
-                          batch_size=x.shape[0])
+  return activation_tracking._sat(graphdef, state, x, jnp.float32(B),
+                                  jnp.float32(gamma), layer=layer, k=k,
+                                  top_kind=None, batch_size=x.shape[0])
 
 
 # ------------------------------------------------- deletion/insertion loops

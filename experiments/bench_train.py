@@ -69,7 +69,7 @@ def build_step(config: ml_collections.ConfigDict, lowering: str,
       create_model, transform, mesh)
   train_step = step_lib.make_train_step(
       graphdef=defs.train, optimizer=transform, loss_name="ce",
-      num_classes=config.num_classes, label_smoothing=0.0,
+      num_classes=config.num_classes,
       state_shardings=shardings, replicated=mesh_lib.replicated(mesh))
   rng = np.random.default_rng(0)
   batch = jax.device_put({

@@ -1,6 +1,5 @@
 """CAM, IG, RISE, XRAI and GuidedIG."""
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -10,9 +9,8 @@ import saliency.core as saliency_core
 from flax import nnx
 
 from bort_jax import explain
+from bort_jax.explain import attribution
 import explain_fixtures as F
-
-attribution = importlib.import_module("bort_jax.explain.attribution")
 
 
 def test_cam_equals_formula():

@@ -8,7 +8,8 @@ import pytest
 from flax import nnx
 
 from bort_jax import explain
-from bort_jax.explain import backtrack
+from bort_jax.explain import guided_backprop
+from bort_jax.explain import reconstruction_ratio
 import explain_fixtures as F
 
 DN = ("NHWC", "HWIO", "NHWC")
@@ -49,7 +50,7 @@ def test_ratio_uses_the_conv_matrix():
   def by_hand(model, x):
     conv = model.conv(2)
     z = model.conv_inputs(x)["conv2"]
-    patches, matrix = backtrack._patches_and_matrix(conv, z)
+    patches, matrix = reconstruction_ratio._patches_and_matrix(conv, z)
     z_hat = (patches @ matrix) @ matrix.T
     ratio = jnp.linalg.norm((patches - z_hat).reshape(2, -1), axis=1) / \
         jnp.linalg.norm(patches.reshape(2, -1), axis=1)
@@ -117,9 +118,9 @@ def test_reconstruct_errors_and_cache():
   with pytest.raises(ValueError, match="NHWC"):
     explain.reconstruct(model, x[0], layer=1)
   explain.reconstruct(model, x, layer=1)
-  size = backtrack._reconstruct._cache_size()
+  size = guided_backprop._reconstruct._cache_size()
   explain.reconstruct(model, x + 1.0, layer=1)  # same graph and shapes
-  assert backtrack._reconstruct._cache_size() == size
+  assert guided_backprop._reconstruct._cache_size() == size
 
 
 def test_gram_distribution():

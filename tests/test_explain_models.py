@@ -1,6 +1,5 @@
 """Every explainer on narrow versions of the real models (bort_jax.models)."""
 
-import importlib
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,10 +8,10 @@ from flax import nnx
 
 from bort_jax import explain
 from bort_jax import models
-from bort_jax.explain import backtrack
+from bort_jax.explain import activation_tracking as sat_lib
+from bort_jax.explain import onehot_backtrack
 import explain_fixtures as F
 
-sat_lib = importlib.import_module("bort_jax.explain.sat")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def lenet():
 
 def _sat_both_paths(model, x, layer, k):
   graphdef, state = nnx.split(model)
-  kind = backtrack.top_conv_kind(model, graphdef, state, x, layer)
+  kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, layer)
   args = (graphdef, state, x, jnp.float32(1.0), jnp.float32(0.5))
   fast = sat_lib._sat(*args, layer=layer, k=k, top_kind=kind, batch_size=2)
   general = sat_lib._sat(*args, layer=layer, k=k, top_kind=None, batch_size=2)

@@ -1,6 +1,5 @@
 """SAT (Algorithm 1)."""
 
-import importlib
 
 import jax
 import jax.numpy as jnp
@@ -9,10 +8,10 @@ import pytest
 from flax import nnx
 
 from bort_jax import explain
-from bort_jax.explain import backtrack
+from bort_jax.explain import activation_tracking as sat_lib
+from bort_jax.explain import onehot_backtrack
 import explain_fixtures as F
 
-sat_lib = importlib.import_module("bort_jax.explain.sat")
 
 
 def test_saliency_lands_on_the_detected_patch():
@@ -56,7 +55,7 @@ def test_vmapped_channels_equal_separate_calls():
   x = F.random_images(2, 8, 2, seed=4)
   model = F.two_layer(seed=2)
   graphdef, state = nnx.split(model)
-  assert backtrack.top_conv_kind(model, graphdef, state, x, 2) == "relu"
+  assert onehot_backtrack.top_conv_kind(model, graphdef, state, x, 2) == "relu"
   got = explain.sat(model, x, layer=2, k=5, B=1.5, gamma=0.3, batch_size=1)
   want = _sat_by_separate_calls(model, x, 2, 5, 1.5, 0.3)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -66,7 +65,7 @@ def test_vmapped_channels_equal_separate_calls():
                       F.ConvSpec(8, (2, 2), 2, "VALID")], 4, seed=2,
                   cls=ScaledTop)
   graphdef, state = nnx.split(scaled)
-  assert backtrack.top_conv_kind(scaled, graphdef, state, x, 2) is None
+  assert onehot_backtrack.top_conv_kind(scaled, graphdef, state, x, 2) is None
   np.testing.assert_allclose(
       explain.sat(scaled, x, layer=2, k=5, gamma=0.3),
       _sat_by_separate_calls(scaled, x, 2, 5, 1.0, 0.3), rtol=1e-5, atol=1e-5)
@@ -78,7 +77,7 @@ def test_fast_top_layer_path_equals_general_vjp():
                              (F.single_conv((3, 3), 2, 4, False, 1, 2, "SAME"),
                               1, "relu")]:
     graphdef, state = nnx.split(model)
-    assert backtrack.top_conv_kind(model, graphdef, state, x, layer) == kind
+    assert onehot_backtrack.top_conv_kind(model, graphdef, state, x, layer) == kind
     args = (graphdef, state, x, jnp.float32(1.0), jnp.float32(0.2))
     fast = sat_lib._sat(*args, layer=layer, k=3, top_kind=kind, batch_size=2)
     slow = sat_lib._sat(*args, layer=layer, k=3, top_kind=None, batch_size=2)

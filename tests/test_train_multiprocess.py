@@ -33,7 +33,8 @@ def launch(process_id, port, workdir, num_train_steps):
   return subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
        f"--workdir={workdir}", f"--coordinator_address=localhost:{port}",
-       "--num_processes=2", f"--process_id={process_id}", *flags],
+       "--num_processes=2", f"--process_id={process_id}",
+       "--allow_config_change", *flags],
       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True)
 
@@ -52,7 +53,7 @@ def single_process_params(config):
       lambda: state_lib.create_model(config), optimizer, mesh)
   step = step_lib.make_train_step(
       graphdef=defs.train, optimizer=optimizer, loss_name=config.loss,
-      num_classes=config.num_classes, label_smoothing=0.0,
+      num_classes=config.num_classes,
       state_shardings=shardings, replicated=mesh_lib.replicated(mesh))
   for _ in range(2):
     parts = [next(shard) for shard in shards]

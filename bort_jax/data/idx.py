@@ -6,6 +6,7 @@ dimensions, then the array in big-endian C order.
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -38,8 +39,12 @@ def _open(path, mode):
 
 def read_idx(path):
   """Reads an IDX file (gzip detected from its content) into a native-endian array."""
-  with _open(path, "rb") as f:
-    data = f.read()
+  try:
+    with _open(path, "rb") as f:
+      data = f.read()
+  except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+    raise ValueError(f"{path} is a truncated or corrupt gzip file ({type(error).__name__}: "
+                     f"{error}); download it again") from error
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
     raise ValueError(f"{path} is not an IDX file: magic bytes {data[:4]!r}, expected "
                      f"0x00 0x00 <type in {sorted(IDX_DTYPES)}> <ndim>")

@@ -6,26 +6,23 @@ static options and shapes, cached) and batched over images.  ``target=None``
 means the class the model predicts on ``x``.
 """
 
-from bort_jax.explain.backtrack import (
-    gram_distribution,
-    guided_relu,
-    reconstruct,
-    reconstruction_ratios,
-)
+from bort_jax.diagnostics import gram_distribution
+from bort_jax.explain.guided_backprop import guided_relu, reconstruct
+from bort_jax.explain.reconstruction_ratio import reconstruction_ratios
 from bort_jax.explain.attribution import (
     guided_ig,
     integrated_gradients,
     rise,
     xrai,
 )
-from bort_jax.explain.cam import cam
+from bort_jax.explain.class_activation import cam
 from bort_jax.explain.metrics import (
     DeletionInsertion,
     blur,
     deletion_insertion,
     pixel_ranks,
 )
-from bort_jax.explain.sat import DEFAULT_GAMMA, binarize, sat
+from bort_jax.explain.activation_tracking import DEFAULT_GAMMA, binarize, sat
 from bort_jax.explain.synthesis import (
     Decomposition,
     adversarial_success_rate,

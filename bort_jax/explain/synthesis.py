@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from bort_jax.explain import _common
-from bort_jax.explain import backtrack
+from bort_jax.explain import guided_backprop
+from bort_jax.explain import onehot_backtrack
 
 
 class Decomposition(NamedTuple):
@@ -28,8 +29,8 @@ def _decompose(graphdef, state, x, B, *, layer, k, top_kind, batch_size):
 
   def one_image(image):
     image = image[None]
-    z, back = backtrack.onehot_backtracker(model, image, layer, top_kind)
-    channels, positions, _ = backtrack.salient_channels(z, k)
+    z, back = onehot_backtrack.onehot_backtracker(model, image, layer, top_kind)
+    channels, positions, _ = onehot_backtrack.salient_channels(z, k)
     components = jax.vmap(back, in_axes=(1, 1, None), out_axes=1)(
         channels, positions, jnp.full((1,), B, z.dtype))
     # All k binarised variables at once (guided backprop is not additive).
@@ -37,7 +38,7 @@ def _decompose(graphdef, state, x, B, *, layer, k, top_kind, batch_size):
     sparse = jnp.zeros((n, h * w, c), z.dtype).at[
         0, positions[0], channels[0]].set(B).reshape(z.shape)
     _, vjp = jax.vjp(
-        lambda i: backtrack.guided_features(model, i, layer), image)
+        lambda i: guided_backprop.guided_features(model, i, layer), image)
     return components[0], vjp(sparse)[0][0], channels[0]
 
   return Decomposition(*jax.lax.map(one_image, x, batch_size=batch_size))
@@ -59,7 +60,7 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   _common.check_positive_int(batch_size, "batch_size")
   _common.check_positive_float(B, "B")
   graphdef, state = _common.split(model)
-  top_kind = backtrack.top_conv_kind(model, graphdef, state, x, index)
+  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
   return _decompose(graphdef, state, x, jnp.asarray(B, x.dtype), layer=index,
                     k=k, top_kind=top_kind, batch_size=batch_size)
 
@@ -101,9 +102,9 @@ def _synthesize(graphdef, state, x_source, x_target, B, *, layer, k,
   def one_pair(pair):
     source, target = pair[0][None], pair[1][None]
     z_source, vjp = jax.vjp(
-        lambda i: backtrack.guided_features(model, i, layer), source)
+        lambda i: guided_backprop.guided_features(model, i, layer), source)
     z_target = model.features(target, layer)
-    channels, _, y_target = backtrack.salient_channels(z_target, k)
+    channels, _, y_target = onehot_backtrack.salient_channels(z_target, k)
     n, h, w, c = z_source.shape
     flat_source = z_source.reshape(n, h * w, c)
     positions = jnp.argmax(flat_source, axis=1)[0, channels[0]]

@@ -6,6 +6,10 @@ exactly the batches it would have seen). Orbax writes each step to a temporary
 directory and renames it when complete, so an interrupted save never replaces a
 good checkpoint; a checkpoint that cannot be read raises
 :class:`CheckpointError` naming its directory and is left untouched.
+
+A state holding a NaN or an infinity is never written (:class:`DivergenceError`
+names the step), so every checkpoint on disk is finite and the newest one
+survives whatever ``max_to_keep`` deletes.
 """
 
 from __future__ import annotations
@@ -14,12 +18,31 @@ import pathlib
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 
 class CheckpointError(ValueError):
   """A checkpoint that is corrupt or does not fit the configured model."""
+
+
+class DivergenceError(FloatingPointError):
+  """The train state (or loss) stopped being finite; nothing was saved."""
+
+
+@jax.jit
+def _finite_per_leaf(leaves):
+  return [jnp.all(jnp.isfinite(x)) for x in leaves]
+
+
+def nonfinite_paths(tree) -> list[str]:
+  """Key paths of the floating leaves of ``tree`` that hold a NaN or inf."""
+  floats = [(path, x) for path, x in jax.tree_util.tree_leaves_with_path(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  finite = _finite_per_leaf([x for _, x in floats])
+  return [jax.tree_util.keystr(path) for (path, _), ok in zip(floats, finite)
+          if not np.asarray(ok.addressable_data(0))]
 
 
 def _is_key(x) -> bool:
@@ -70,6 +93,18 @@ class Checkpointer:
         step not in self._manager.all_steps())
 
   def save(self, step: int, state, data_state: dict) -> None:
+    """Writes ``step``; raises :class:`DivergenceError` (writing nothing) if
+    ``state`` is not finite."""
+    bad = nonfinite_paths(state)
+    if bad:
+      latest = self.latest_step()
+      kept = (f"the newest checkpoint, {self.step_dir(latest)}, is finite and "
+              f"is kept" if latest is not None else "no checkpoint exists yet")
+      raise DivergenceError(
+          f"the train state is not finite at step {step} (NaN/inf in "
+          f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}); no "
+          f"checkpoint was written and {kept}. Lower learning_rate or lam "
+          f"and resume.")
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_storable(state)),
         data=ocp.args.JsonSave(data_state)))
@@ -104,7 +139,13 @@ class Checkpointer:
       raise CheckpointError(
           f"The checkpoint {path} does not fit the configured model/optimizer:"
           f" {'; '.join(mismatched[:5])}. It was left as it is.")
-    return _unstorable(stored, template), dict(restored["data"] or {})
+    state = _unstorable(stored, template)
+    bad = nonfinite_paths(state)
+    if bad:  # written before saves were checked
+      raise CheckpointError(
+          f"The checkpoint {path} holds NaN/inf in {', '.join(bad[:4])}. It "
+          f"was left as it is; move it away to resume from an older one.")
+    return state, dict(restored["data"] or {})
 
   def close(self) -> None:
     self._manager.close()

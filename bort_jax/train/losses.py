@@ -3,7 +3,7 @@
 Every loss takes ``logits`` and a target distribution and returns one value per
 example; :func:`masked_mean` averages them over the rows whose ``mask`` is True
 (eval batches are padded). Targets are probabilities over classes: one-hot
-labels, label-smoothed labels, or Mixup/CutMix mixtures from the data pipeline.
+labels, or the label-smoothed / Mixup / CutMix targets of the data pipeline.
 """
 
 from __future__ import annotations
@@ -22,15 +22,6 @@ def check_loss_name(name: str) -> str:
   if name not in LOSSES:
     raise ValueError(f"loss={name!r} is not one of {LOSSES}.")
   return name
-
-
-def smoothed_one_hot(labels: jax.Array, num_classes: int,
-                     label_smoothing: float = 0.0) -> jax.Array:
-  """One-hot ``labels`` with ``label_smoothing`` mass spread over all classes."""
-  if not 0.0 <= label_smoothing < 1.0:
-    raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1).")
-  one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  return optax.smooth_labels(one_hot, label_smoothing)
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -1,12 +1,15 @@
 """Run metrics: one JSON object per line in ``metrics.jsonl`` + TensorBoard.
 
 Only process 0 writes. Nested dicts are flattened to ``a/b`` tags for
-TensorBoard; the JSONL keeps them nested.
+TensorBoard; the JSONL keeps them nested. A resumed run first cuts
+``metrics.jsonl`` back to its checkpoint (:func:`records_up_to`), so the
+replayed steps are not recorded twice.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pathlib
 
@@ -35,6 +38,46 @@ def _flatten(tree: dict, prefix: str = ""):
     elif isinstance(value, (int, float, np.number)) and not isinstance(
         value, bool):
       yield tag, float(value)
+
+
+def read_records(path: pathlib.Path) -> tuple[list[dict], bool]:
+  """The records of a ``metrics.jsonl`` and whether its last line was torn
+  (a crash mid-write); a bad line elsewhere raises naming the line."""
+  lines = path.read_text().splitlines() if path.exists() else []
+  records = []
+  for number, line in enumerate(lines, 1):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if number == len(lines):
+        return records, True
+      raise ValueError(f"{path}, line {number}, is not JSON ({e}); only a "
+                       f"torn last line is dropped automatically.") from e
+  return records, False
+
+
+def records_up_to(workdir, step: int) -> list[dict]:
+  """Cuts ``workdir/metrics.jsonl`` back to the records of steps <= ``step``
+  (one per step, the last written), dropping a torn last line; returns them.
+
+  Every process reads; process 0 rewrites the file when anything is dropped.
+  """
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  records, torn = read_records(path)
+  by_step = {r["step"]: r for r in records if r.get("step", 0) <= step}
+  kept = [by_step[s] for s in sorted(by_step)]
+  if torn:
+    logging.warning("%s: dropped a torn last line (a crash while writing).",
+                    path)
+  if len(kept) < len(records):
+    logging.warning("%s: dropped %d record(s) past the resumed step %d or "
+                    "repeating a step.", path, len(records) - len(kept), step)
+  if (torn or len(kept) < len(records)) and jax.process_index() == 0:
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n"
+                           for r in kept))
+    tmp.replace(path)
+  return kept
 
 
 class MetricsWriter:

@@ -7,6 +7,9 @@ leaves named ``kernel``), so ``sgd`` vs ``bort_sgd`` differ only by ``λΔ(W)``
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 import bort_jax
@@ -44,12 +47,31 @@ def learning_rate_schedule(config, steps_per_epoch: int,
   return optax.join_schedules([warmup, after_warmup], [warmup_steps])
 
 
+def check_schedules(schedules: dict, total_steps: int) -> None:
+  """Evaluates each named schedule at every step of the run, before training.
+
+  Raises ``ValueError`` naming the schedule, the first step and the value
+  where it is NaN, infinite or negative (a learning rate or λ must be a
+  finite number >= 0 at every step, Eq. 10).
+  """
+  steps = jnp.arange(total_steps)
+  for name, schedule in schedules.items():
+    values = np.asarray(jax.jit(jax.vmap(schedule))(steps))
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+      first = int(np.argmax(bad))
+      raise ValueError(f"the {name} schedule is {values[first]} at step "
+                       f"{first} (of {total_steps}); it must be finite and "
+                       f">= 0 at every step.")
+
+
 def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
                      ) -> optax.GradientTransformation:
   """The optax transform named by ``config.optimizer``.
 
-  Reads ``lam``, ``weight_decay`` and ``momentum`` (SGD only; AdamW and LAMB
-  use their default betas) from ``config``.
+  Reads ``lam``, ``bort_mode``, ``bort_amplitude`` (Bort variants only),
+  ``weight_decay`` and ``momentum`` (SGD only; AdamW and LAMB use their
+  default betas) from ``config``.
   """
   name = config.optimizer
   if name not in OPTIMIZERS:
@@ -61,21 +83,26 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
   if not name.startswith("bort_") and config.lam:
     raise ValueError(f"lam={config.lam!r} is the Bort coefficient; "
                      f"optimizer={name!r} has none (use bort_{name} or lam=0).")
-  lam, weight_decay = config.lam, config.weight_decay
-  mask = bort_jax.default_mask
+  bort_fields = {"bort_mode": "l2-full", "bort_amplitude": 1.0}
+  changed = {f: config[f] for f, default in bort_fields.items()
+             if config[f] != default}
+  if not name.startswith("bort_") and changed:
+    raise ValueError(f"{changed} configure Bort; optimizer={name!r} has none "
+                     f"(use bort_{name} or the defaults {bort_fields}).")
+  weight_decay, mask = config.weight_decay, bort_jax.default_mask
+  bort = dict(mode=config.bort_mode, amplitude=config.bort_amplitude,
+              weight_decay=weight_decay, mask=mask)
   if name == "sgd":
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=mask),
         optax.sgd(learning_rate, momentum=config.momentum))
   if name == "bort_sgd":
-    return bort_jax.bort_sgd(learning_rate, lam, momentum=config.momentum,
-                             weight_decay=weight_decay, mask=mask)
+    return bort_jax.bort_sgd(learning_rate, config.lam,
+                             momentum=config.momentum, **bort)
   if name == "adamw":
     return optax.adamw(learning_rate, weight_decay=weight_decay, mask=mask)
   if name == "bort_adamw":
-    return bort_jax.bort_adamw(learning_rate, lam, weight_decay=weight_decay,
-                               mask=mask)
+    return bort_jax.bort_adamw(learning_rate, config.lam, **bort)
   if name == "lamb":
     return optax.lamb(learning_rate, weight_decay=weight_decay, mask=mask)
-  return bort_jax.bort_lamb(learning_rate, lam, weight_decay=weight_decay,
-                            mask=mask)
+  return bort_jax.bort_lamb(learning_rate, config.lam, **bort)

@@ -19,11 +19,15 @@ from bort_jax.train import losses
 from bort_jax.train.state import TrainState, merge_model
 
 
-def batch_targets(batch, num_classes: int, label_smoothing: float):
-  """The batch's soft ``targets`` if present, else smoothed one-hot labels."""
+def batch_targets(batch, num_classes: int):
+  """The batch's soft ``targets`` if present, else one-hot labels.
+
+  Label smoothing and Mixup/CutMix are applied by the data pipeline
+  (``bort_jax.data`` augment knobs), which then provides ``targets``.
+  """
   if "targets" in batch:
     return batch["targets"].astype(jnp.float32)
-  return losses.smoothed_one_hot(batch["label"], num_classes, label_smoothing)
+  return jax.nn.one_hot(batch["label"], num_classes, dtype=jnp.float32)
 
 
 def _flatten_splits(images):
@@ -40,10 +44,10 @@ def _flatten_splits(images):
 
 
 def train_step(state: TrainState, batch, *, graphdef, optimizer, loss_name: str,
-               num_classes: int, label_smoothing: float = 0.0):
+               num_classes: int):
   """One optimizer step; returns ``(new_state, {"loss": mean loss})``."""
   images, splits = _flatten_splits(batch["image"])
-  targets = batch_targets(batch, num_classes, label_smoothing)
+  targets = batch_targets(batch, num_classes)
   mask = batch["mask"]
 
   def loss_fn(params):
@@ -79,12 +83,11 @@ def eval_step(params, model_state, batch, *, graphdef, num_classes: int):
 
 
 def make_train_step(*, graphdef, optimizer, loss_name: str, num_classes: int,
-                    label_smoothing: float, state_shardings, replicated):
+                    state_shardings, replicated):
   """``train_step`` jitted with the state donated and its sharding kept."""
   losses.check_loss_name(loss_name)
   step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer,
-                           loss_name=loss_name, num_classes=num_classes,
-                           label_smoothing=label_smoothing)
+                           loss_name=loss_name, num_classes=num_classes)
   return jax.jit(step, donate_argnums=0,
                  out_shardings=(state_shardings, replicated))
 

@@ -3,45 +3,21 @@
 Every file ``experiments/configs/<row>.py`` is one row of Table 1, of Table 2
 (hyper-parameters from Tables 6 and 7), or of the offline ``digits`` runs, and
 returns one of the functions below from its ``get_config()``. Every config has
-every field that ``bort_jax.train.train_and_evaluate`` reads.
+exactly the fields of ``bort_jax.train.default_config()``, and no others: its
+top level is locked, ``model_overrides`` and ``augment`` are open.
 """
 
 from __future__ import annotations
 
 import ml_collections
-from ml_collections import config_dict
+
+from bort_jax.train import schema
 
 
 def base() -> ml_collections.ConfigDict:
-  """All fields with neutral defaults; the recipes below override them."""
-  config = ml_collections.ConfigDict()
-  config.dataset = "digits"           # a bort_jax.data.load name
-  config.data_dir = config_dict.placeholder(str)  # None: TFDS_DATA_DIR
-  config.eval_split = "test"
-  config.image_size = config_dict.placeholder(int)  # dataset="synthetic"
-  config.model = "lenet"              # a bort_jax.models.create name
-  config.model_overrides = {}
-  config.num_classes = 10
-  config.optimizer = "sgd"
-  config.learning_rate = 0.01
-  config.lr_schedule = "constant"
-  config.warmup_epochs = 0.0
-  config.lam = 0.0                    # Bort's λ (Eq. 10); 0 for base optimizers
-  config.weight_decay = 0.0
-  config.momentum = 0.0               # SGD only
-  config.batch_size = 256             # global, over all devices and hosts
-  config.eval_batch_size = 256
-  config.num_epochs = 1.0
-  config.num_train_steps = -1         # -1: num_epochs · steps_per_epoch
-  config.seed = 0
-  config.augment = ml_collections.ConfigDict()  # bort_jax.data augment knobs
-  config.loss = "ce"
-  config.drop_path = 0.0
-  config.checkpoint_every_steps = 1000
-  config.log_every_steps = 50
-  config.fsdp = False
-  config.progress = True
-  return config
+  """All fields with neutral defaults (the one schema of the training config,
+  ``bort_jax.train.schema``); the recipes below override them."""
+  return schema.default_config()
 
 
 _TABLE1_MODELS = {

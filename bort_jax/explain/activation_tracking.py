@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from bort_jax.explain import _common
-from bort_jax.explain import backtrack
+from bort_jax.explain import onehot_backtrack
 
 # Threshold, as a fraction of each backtracked signal's own maximum, above
 # which a pixel enters that channel's mask (Algorithm 1, line 9).  Relative, so
@@ -35,8 +35,9 @@ def _sat(graphdef, state, x, B, gamma, *, layer, k, top_kind, batch_size):
   model = _common.merge_eval(graphdef, state)
 
   def one_image(image):
-    z, back = backtrack.onehot_backtracker(model, image[None], layer, top_kind)
-    channels, positions, y = backtrack.salient_channels(z, k)
+    z, back = onehot_backtrack.onehot_backtracker(model, image[None], layer,
+                                                  top_kind)
+    channels, positions, y = onehot_backtrack.salient_channels(z, k)
     # Algorithm 1, lines 4-8: all k channels at once.
     signals = jax.vmap(back, in_axes=(1, 1, None), out_axes=1)(
         channels, positions, jnp.full((1,), B, z.dtype))
@@ -81,7 +82,7 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
   if not 0.0 <= float(gamma) < 1.0:
     raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
   graphdef, state = _common.split(model)
-  top_kind = backtrack.top_conv_kind(model, graphdef, state, x, index)
+  top_kind = onehot_backtrack.top_conv_kind(model, graphdef, state, x, index)
   return _sat(graphdef, state, x, jnp.asarray(B, x.dtype),
               jnp.asarray(gamma, x.dtype), layer=index, k=k,
               top_kind=top_kind, batch_size=batch_size)

@@ -1,0 +1,340 @@
+"""Runs that never lose work: divergence, one run per workdir, preemption,
+metrics and config provenance on resume, data checked before training."""
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import bort_jax
+from bort_jax import train
+from bort_jax.data import idx
+from bort_jax.train import checkpoint as checkpoint_lib
+from bort_jax.train import loop, optimizers
+from experiments.configs import recipes
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+CONFIG_FILE = REPO / "experiments" / "configs" / "digits_lenet_bort_sgd.py"
+
+
+def tiny(**changes):
+  """Digits LeNet Bort-S at half width, batches of 16 (89 steps per epoch)."""
+  config = recipes.digits("lenet", "bort_sgd")
+  config.model_overrides.width_multiplier = 0.5
+  config.batch_size, config.eval_batch_size = 16, 120
+  config.num_train_steps, config.progress = 2, False
+  for key, value in changes.items():
+    config[key] = value
+  return config
+
+
+def steps_on_disk(workdir):
+  return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                if p.name.isdigit())
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in
+          (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+# --------------------------------------------------------------- divergence
+
+
+def test_divergence_never_checkpoints_nan_and_names_the_step(tmp_path):
+  train.train_and_evaluate(tiny(num_train_steps=4, checkpoint_every_steps=2),
+                           tmp_path)
+  # The issue's repro: lr 100 from a good checkpoint, saving every 2 steps,
+  # the loss looked at only every 50 steps.
+  diverging = tiny(num_train_steps=60, learning_rate=100.0,
+                   checkpoint_every_steps=2, log_every_steps=50)
+  with pytest.raises(train.DivergenceError, match=r"at step (\d+)") as error:
+    train.train_and_evaluate(diverging, tmp_path, allow_config_change=True)
+  failed_at = int(error.value.args[0].split("at step ")[1].split()[0])
+  assert 4 < failed_at < 60
+  assert str(tmp_path / "checkpoints") in str(error.value)
+  # Every checkpoint left (max_to_keep=3 of them) is finite, the newest
+  # restores, and it is older than the step that failed.
+  assert max(steps_on_disk(tmp_path)) < failed_at
+  with ocp.StandardCheckpointer() as checkpointer:
+    for step in steps_on_disk(tmp_path):
+      state = checkpointer.restore(tmp_path / "checkpoints" / str(step) /
+                                   "state")
+      assert not checkpoint_lib.nonfinite_paths(state), step
+  model, _ = train.load_trained(tmp_path)
+  assert model is not None
+
+
+def test_nan_lam_and_bad_schedules_are_refused_before_training(tmp_path):
+  with pytest.raises(ValueError, match="lam=nan"):
+    train.train_and_evaluate(tiny(lam=float("nan")), tmp_path)
+  assert not (tmp_path / "config.json").exists()
+  assert not (tmp_path / "checkpoints").exists()
+  with pytest.raises(ValueError, match="learning_rate=inf"):
+    train.check_config(tiny(learning_rate=float("inf")))
+  # A schedule is checked at every step, the error names the first bad one.
+  ramp = optax.linear_schedule(0.1, -0.1, transition_steps=10)
+  with pytest.raises(ValueError, match=r"lam schedule is -0.02.* step 6 "):
+    optimizers.check_schedules({"learning_rate": optax.constant_schedule(
+        0.1), "lam": ramp}, total_steps=20)
+  with pytest.raises(ValueError, match="learning_rate schedule is nan at "
+                     "step 3 "):
+    optimizers.check_schedules(
+        {"learning_rate": lambda s: jax.numpy.where(s == 3, jax.numpy.nan,
+                                                    0.1)}, total_steps=5)
+  optimizers.check_schedules({"lam": ramp}, total_steps=6)  # steps 0..5 fine
+
+
+# --------------------------------------------------------------- lock
+
+
+def _lock(workdir, host, pid):
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "lock").write_text(json.dumps({"host": host, "pid": pid,
+                                            "started": time.time()}))
+
+
+def test_a_second_run_on_a_locked_workdir_is_refused(tmp_path):
+  _lock(tmp_path, socket.gethostname(), os.getpid())  # a live holder
+  with pytest.raises(train.WorkdirBusyError,
+                     match=f"{tmp_path} .*pid {os.getpid()} on host "
+                     f"{socket.gethostname()}"):
+    train.train_and_evaluate(tiny(), tmp_path)
+  assert not (tmp_path / "config.json").exists()
+  assert (tmp_path / "lock").exists()  # not ours to remove
+  _lock(tmp_path, "another-host", 1)  # cannot be checked from here
+  with pytest.raises(train.WorkdirBusyError,
+                     match=f"another-host.*delete {tmp_path / 'lock'}"):
+    train.train_and_evaluate(tiny(), tmp_path)
+
+
+def test_leftovers_of_a_dead_run_do_not_block_the_corrected_command(
+    tmp_path, caplog):
+  # A run on another model died (killed: stale lock) before its first
+  # checkpoint: its lock and config.json must not lock the workdir.
+  finished = subprocess.Popen(["true"])
+  finished.wait()
+  _lock(tmp_path, socket.gethostname(), finished.pid)
+  other = tiny(model_overrides={"in_channels": 1, "width_multiplier": 0.25})
+  (tmp_path / "config.json").write_text(other.to_json_best_effort())
+  with caplog.at_level(logging.WARNING):
+    final = train.train_and_evaluate(tiny(), tmp_path)
+  assert final["step"] == 2
+  assert f"Stale lock {tmp_path / 'lock'}" in caplog.text
+  assert str(finished.pid) in caplog.text
+  assert not (tmp_path / "lock").exists()  # released after the run
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["model_overrides"]["width_multiplier"] == 0.5
+
+
+# --------------------------------------------------------------- preemption
+
+
+class _SignalAt:
+  """A train iterator that sends ``signum`` to this process while producing
+  the batch of step ``step`` (1-based)."""
+
+  def __init__(self, iterator, step, signum):
+    self._iterator, self._step, self._signum = iterator, step, signum
+
+  def __getattr__(self, name):
+    return getattr(self._iterator, name)
+
+  def __next__(self):
+    batch = next(self._iterator)
+    if self._iterator.get_state()["step"] == self._step:
+      os.kill(os.getpid(), self._signum)
+    return batch
+
+
+def test_sigint_saves_at_the_next_step_and_resumes(tmp_path, monkeypatch):
+  load = loop._load
+
+  def interrupted_load(config, *, split, batch_size, train):
+    iterator = load(config, split=split, batch_size=batch_size, train=train)
+    return _SignalAt(iterator, 3, signal.SIGINT) if train else iterator
+
+  config = tiny(num_train_steps=5, checkpoint_every_steps=100)
+  handler = signal.getsignal(signal.SIGINT)
+  monkeypatch.setattr(loop, "_load", interrupted_load)
+  with pytest.raises(train.TrainingInterrupted,
+                     match=f"SIGINT at step 3 of 5.*{tmp_path}") as error:
+    train.train_and_evaluate(config, tmp_path)
+  monkeypatch.undo()
+  assert error.value.step == 3 and error.value.signal_name == "SIGINT"
+  assert signal.getsignal(signal.SIGINT) is handler  # put back
+  assert steps_on_disk(tmp_path) == [3]
+  assert not (tmp_path / "lock").exists()
+  final = train.train_and_evaluate(config, tmp_path)
+  assert final["step"] == 5 and steps_on_disk(tmp_path) == [3, 5]
+
+
+def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
+  # --config.model_overrides.width_multiplier: a key the config lacks;
+  # a Bort mode and amplitude other than the defaults.
+  command = [sys.executable, "-m", "experiments.train",
+             f"--config={CONFIG_FILE}", f"--workdir={tmp_path}",
+             "--config.model_overrides.width_multiplier=0.5",
+             "--config.bort_mode=l1-row", "--config.bort_amplitude=ada",
+             "--config.batch_size=16", "--config.eval_batch_size=120",
+             "--config.num_train_steps=100000", "--config.progress=False"]
+  # 8 devices as in this process: the compiled steps come from the cache.
+  env = dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu",
+             JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+  process = subprocess.Popen(command, cwd=REPO, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "metrics.jsonl").exists():  # after epoch 1 (89)
+      assert process.poll() is None, process.communicate()
+      assert time.monotonic() < deadline
+      time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert process.returncode == 75, stderr[-3000:]
+  assert "Traceback" not in stderr
+  message = [l for l in stderr.splitlines() if "stopped by SIGTERM" in l]
+  assert message, stderr[-3000:]
+  step = int(message[0].split("at step ")[1].split()[0])
+  assert 89 <= step < 100000
+  assert steps_on_disk(tmp_path)[-1] == step
+  assert all(r["step"] <= step for r in read_metrics(tmp_path))
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["model_overrides"] == {"in_channels": 1,
+                                      "width_multiplier": 0.5}
+  assert (saved["bort_mode"], saved["bort_amplitude"]) == ("l1-row", "ada")
+  assert not (tmp_path / "lock").exists()
+
+
+# ---------------------------------------------------- resume: metrics, config
+
+
+def test_resume_keeps_one_record_per_step_and_the_config_history(
+    tmp_path, caplog):
+  config = tiny(num_train_steps=4, checkpoint_every_steps=2)
+  expected = train.train_and_evaluate(config, tmp_path)
+  # A crash after the record of step 4 but before its checkpoint, then one
+  # in the middle of writing another line.
+  shutil.rmtree(tmp_path / "checkpoints" / "4")
+  with (tmp_path / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 5, "train_lo')
+  with caplog.at_level(logging.WARNING):
+    final = train.train_and_evaluate(config, tmp_path)
+  assert "torn last line" in caplog.text
+  assert read_metrics(tmp_path) == [final]  # step 4 once, not twice
+  # Its train loss still averages steps 1-4, not the replayed 3-4 only.
+  assert final["train_loss"] == expected["train_loss"]
+
+  config_json = (tmp_path / "config.json").read_text()
+  changed = tiny(num_train_steps=5, checkpoint_every_steps=2, lam=0.5,
+                 log_every_steps=3)
+  with pytest.raises(train.ConfigChangeError,
+                     match=r"step 4\).*: lam: 0.1 -> 0.5, num_train_steps: "
+                     r"4 -> 5\..*--allow_config_change"):
+    train.train_and_evaluate(changed, tmp_path)
+  assert (tmp_path / "config.json").read_text() == config_json
+  train.train_and_evaluate(changed, tmp_path, allow_config_change=True)
+  history = [json.loads(line) for line in
+             (tmp_path / "config_history.jsonl").read_text().splitlines()]
+  assert history == [{"step": 4, "time": history[0]["time"], "changed": {
+      "lam": {"from": 0.1, "to": 0.5},
+      "num_train_steps": {"from": 4, "to": 5}}}]
+  assert json.loads((tmp_path / "config.json").read_text())["lam"] == 0.5
+
+
+# ---------------------------------------------------------- config schema
+
+
+@pytest.mark.parametrize("name", ["bort_sgd", "bort_adamw", "bort_lamb"])
+def test_config_bort_mode_and_amplitude_reach_the_optimizer(name):
+  config = tiny(optimizer=name, bort_mode="l1-row", bort_amplitude="ada",
+                momentum=0.0, lam=0.3, weight_decay=0.0)
+  params = {"conv": {"kernel": jax.random.normal(jax.random.key(0),
+                                                 (3, 3, 2, 4))}}
+  grads = jax.tree.map(lambda x: 0.1 * x, params)
+
+  def update(transform):
+    return transform.update(grads, transform.init(params), params)[0]
+
+  alias = getattr(bort_jax, name)
+  extra = {"momentum": 0.0} if name == "bort_sgd" else {}
+  expected = update(alias(0.01, 0.3, mode="l1-row", amplitude="ada",
+                          weight_decay=0.0, **extra))
+  got = update(optimizers.create_optimizer(config, 0.01))
+  jax.tree.map(np.testing.assert_array_equal, got, expected)
+  default = update(alias(0.01, 0.3, weight_decay=0.0, **extra))
+  assert not np.allclose(got["conv"]["kernel"], default["conv"]["kernel"])
+  config.optimizer = name[len("bort_"):]
+  config.lam = 0.0
+  with pytest.raises(ValueError, match="'bort_mode': 'l1-row'"):
+    optimizers.create_optimizer(config, 0.01)
+
+
+
+def test_one_schema_refuses_unknown_and_missing_fields():
+  config = tiny()
+  assert sorted(config) == sorted(train.default_config())
+  with pytest.raises(AttributeError, match="lamda"):
+    config.lamda = 0.1  # a typo cannot become a silently ignored field
+  config.model_overrides.depth = 3  # model_overrides / augment stay open
+  config.augment.mixup = 0.2
+  loose = config.copy_and_resolve_references()
+  loose.unlock()
+  loose.lamda = 0.1
+  with pytest.raises(ValueError, match=r"unknown fields \['lamda'\]"):
+    train.check_config(loose)
+  del loose["lamda"], loose["seed"]
+  with pytest.raises(ValueError, match=r"lacks the fields \['seed'\]"):
+    train.check_config(loose)
+
+
+# ----------------------------------------------------------- data checks
+
+
+def test_truncated_or_corrupt_gzip_idx_names_the_file(tmp_path):
+  images = np.random.default_rng(0).integers(0, 255, (40, 28, 28), np.uint8)
+  idx.write_idx(tmp_path / "good.gz", images)
+  data = (tmp_path / "good.gz").read_bytes()
+  (tmp_path / "truncated.gz").write_bytes(data[:len(data) // 2])
+  corrupt = bytearray(data)
+  corrupt[len(data) // 2:len(data) // 2 + 32] = bytes(32)
+  (tmp_path / "corrupt.gz").write_bytes(bytes(corrupt))
+  np.testing.assert_array_equal(idx.read_idx(tmp_path / "good.gz"), images)
+  for name in ("truncated.gz", "corrupt.gz"):
+    with pytest.raises(ValueError, match=f"{tmp_path / name} is a truncated "
+                       "or corrupt gzip file"):
+      idx.read_idx(tmp_path / name)
+
+
+def test_a_missing_eval_split_fails_before_training(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  rng = np.random.default_rng(0)
+  idx.write_idx(data / "train-images-idx3-ubyte.gz",
+                rng.integers(0, 255, (64, 28, 28), np.uint8))
+  idx.write_idx(data / "train-labels-idx1-ubyte.gz",
+                np.arange(64, dtype=np.uint8) % 10)
+  workdir = tmp_path / "run"
+  with pytest.raises(bort_jax.data.DatasetNotFoundError, match="t10k-images"):
+    train.train_and_evaluate(tiny(dataset=f"idx:{data}", num_train_steps=4),
+                             workdir)
+  assert not (workdir / "config.json").exists()
+  assert not (workdir / "tb").exists()
