@@ -171,11 +171,13 @@ def _gram_differences(measured, ctx):
   base, _ = _baseline_and_bort(measured)
   out = []
   for layer, g in measured[base][0].items():
+    if np.size(g["diag"]) < 2:
+      continue  # one unit: a bootstrap over it has no spread, so no interval
     out.append(_compare(measured, ctx, f"{layer} |G_ii − 1|",
                         lambda r, l=layer: np.abs(r[l]["diag"] - 1.0),
                         better="lower", paired=False,
                         unit="diagonal entries (output units)"))
-    if np.size(g["offdiag"]):
+    if np.size(g["upper"]) >= 2:
       out.append(_compare(
           measured, ctx, f"{layer} |G_ij| / mean G_ii",
           lambda r, l=layer: np.abs(r[l]["upper"]) / np.mean(r[l]["diag"]),
