@@ -133,13 +133,18 @@ def lenet_runs(tmp_path_factory):
 
 
 @pytest.fixture
-def only(monkeypatch):
-  """Keeps only the given analyses in the registry for one test."""
+def only():
+  """Keeps only the given analyses in the registry for one test, then puts
+  the registry back as it was (same order)."""
+  saved = dict(registry.REGISTRY)
+
   def keep(*ids):
     for analysis_id in list(registry.REGISTRY):
       if analysis_id not in ids:
-        monkeypatch.delitem(registry.REGISTRY, analysis_id)
-  return keep
+        del registry.REGISTRY[analysis_id]
+  yield keep
+  registry.REGISTRY.clear()
+  registry.REGISTRY.update(saved)
 
 
 def _max_logit(run, ctx):
