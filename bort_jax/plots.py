@@ -1,7 +1,8 @@
-"""The paper's figures as PNG files: one function per figure of Section 4.
+"""The paper's figures: one function per figure of Section 4.
 
-Every function takes arrays (numpy or jax) keyed by what they show, writes one
-PNG to ``path`` and returns ``path``. Figures are drawn on a bare
+Every function takes arrays (numpy or jax) keyed by what they show and returns
+a ``matplotlib.figure.Figure``; the caller saves it (:func:`save` writes a
+PNG) or displays it. Figures are drawn on a bare
 ``matplotlib.figure.Figure`` with the Agg canvas, so importing this module never
 changes the pyplot backend of a notebook. Images are in the model's (normalised)
 input space and are min-max scaled per image for display only.
@@ -52,7 +53,8 @@ def _display(image: np.ndarray) -> np.ndarray:
   return scaled[..., 0] if scaled.shape[-1] == 1 else scaled
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> str:
+def save(fig: Figure, path: str | os.PathLike) -> str:
+  """Writes ``fig`` as a PNG to ``path`` (folders created); returns ``path``."""
   path = os.fspath(path)
   if not path.lower().endswith(".png"):
     raise ValueError(f"path must end in .png; got {path!r}")
@@ -71,8 +73,8 @@ def _check_labels(name: str, mapping: Mapping) -> list[str]:
   return list(mapping)
 
 
-def _image_rows(rows: Mapping[str, np.ndarray], title: str, path,
-                captions: Mapping[str, Sequence[str]] | None = None) -> str:
+def _image_rows(rows: Mapping[str, np.ndarray], title: str,
+                captions: Mapping[str, Sequence[str]] | None = None) -> Figure:
   """A grid with one row per entry of ``rows`` (each (N, H, W, C))."""
   labels = _check_labels("rows", rows)
   arrays = {label: _images(f"rows[{label!r}]", rows[label]) for label in labels}
@@ -94,17 +96,16 @@ def _image_rows(rows: Mapping[str, np.ndarray], title: str, path,
     axes[r, 0].set_ylabel(label, fontsize=8)
   fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
 
 
 def plot_gram_histograms(grams: Mapping[str, Mapping[str, Mapping[str, object]]],
-                         path, *, bins: int = 60, title: str = "") -> str:
+                         *, bins: int = 60, title: str = "") -> Figure:
   """Fig. 3a: histograms of the Gram matrix's diagonal and off-diagonal entries.
 
   Args:
     grams: ``{optimizer label: {layer: {"diag": 1-D, "offdiag": 1-D}}}`` as
       returned per model by :func:`bort_jax.explain.gram_distribution`.
-    path: output PNG.
     bins: histogram bins, shared by all optimizers within one panel.
     title: figure title.
   """
@@ -140,17 +141,16 @@ def plot_gram_histograms(grams: Mapping[str, Mapping[str, Mapping[str, object]]]
   axes[0, 0].legend(fontsize=7)
   fig.suptitle(title or "Gram matrix entries per layer (Fig. 3a)", fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
 
 
-def plot_reconstruction_ratios(ratios: Mapping[str, Mapping[str, object]], path,
-                               *, title: str = "") -> str:
+def plot_reconstruction_ratios(ratios: Mapping[str, Mapping[str, object]], *,
+                               title: str = "") -> Figure:
   """Fig. 3b: the per-layer reconstruction ratio ‖z − Wᵀ(Wz)‖/‖z‖.
 
   Args:
     ratios: ``{optimizer label: {layer: (B,) ratios or a scalar}}``; bars show
       the mean over images, whiskers the standard deviation.
-    path: output PNG.
     title: figure title.
   """
   labels = _check_labels("ratios", ratios)
@@ -173,33 +173,30 @@ def plot_reconstruction_ratios(ratios: Mapping[str, Mapping[str, object]], path,
   ax.legend(fontsize=8)
   ax.set_title(title or "Reconstruction ratio per layer (Fig. 3b)", fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
 
 
-def plot_reconstructions(images, reconstructions: Mapping[str, object], path,
-                         *, title: str = "") -> str:
+def plot_reconstructions(images, reconstructions: Mapping[str, object], *,
+                         title: str = "") -> Figure:
   """Fig. 4: inputs and their guided-backprop reconstructions from a layer.
 
   Args:
     images: (N, H, W, C) inputs.
     reconstructions: ``{optimizer label: (N, H, W, C)}``.
-    path: output PNG.
     title: figure title.
   """
   _check_labels("reconstructions", reconstructions)
   rows = {"input": images, **reconstructions}
-  return _image_rows(rows, title or "Reconstruction by guided backprop (Fig. 4)",
-                     path)
+  return _image_rows(rows, title or "Reconstruction by guided backprop (Fig. 4)")
 
 
-def plot_saliency_maps(images, maps: Mapping[str, object], path, *,
-                       title: str = "") -> str:
+def plot_saliency_maps(images, maps: Mapping[str, object], *,
+                       title: str = "") -> Figure:
   """Fig. 5: saliency maps over their images, one row per method/optimizer.
 
   Args:
     images: (N, H, W, C) inputs.
     maps: ``{row label, e.g. "SAT · Bort-S": (N, H, W)}``.
-    path: output PNG.
     title: figure title.
   """
   labels = _check_labels("maps", maps)
@@ -230,18 +227,17 @@ def plot_saliency_maps(images, maps: Mapping[str, object], path, *,
     ax.set_yticks([])
   fig.suptitle(title or "Saliency maps (Fig. 5)", fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
 
 
 def plot_deletion_insertion(curves: Mapping[str, Mapping[str, Mapping[str, object]]],
-                            path, *, title: str = "") -> str:
+                            *, title: str = "") -> Figure:
   """Table 3's curves: mean deletion and insertion score per method.
 
   Args:
     curves: ``{method: {optimizer label: {"deletion": (B, S) or (S,),
       "insertion": (B, S) or (S,)}}}``; the x axis is the fraction of pixels
       removed/inserted, from 0 to 1.
-    path: output PNG.
     title: figure title.
   """
   methods = _check_labels("curves", curves)
@@ -263,34 +259,32 @@ def plot_deletion_insertion(curves: Mapping[str, Mapping[str, Mapping[str, objec
   axes[0, 0].legend(fontsize=7)
   fig.suptitle(title or "Deletion / insertion curves (Table 3)", fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig
 
 
-def plot_decomposition(images, reconstructions: Mapping[str, object], path, *,
-                       title: str = "") -> str:
+def plot_decomposition(images, reconstructions: Mapping[str, object], *,
+                       title: str = "") -> Figure:
   """Fig. 6a: reconstructions from only the k binarised salient variables.
 
   Args:
     images: (N, H, W, C) inputs.
     reconstructions: ``{optimizer label: (N, H, W, C)}`` top-k reconstructions.
-    path: output PNG.
     title: figure title.
   """
   _check_labels("reconstructions", reconstructions)
   rows = {"input": images, **reconstructions}
-  return _image_rows(rows, title or "Top-k decomposition (Fig. 6a)", path)
+  return _image_rows(rows, title or "Top-k decomposition (Fig. 6a)")
 
 
 def plot_component_clusters(components: Mapping[str, object],
-                            cluster_labels: Mapping[str, object], path, *,
-                            max_per_cluster: int = 8, title: str = "") -> str:
+                            cluster_labels: Mapping[str, object], *,
+                            max_per_cluster: int = 8, title: str = "") -> Figure:
   """Fig. 6b: the k per-channel reconstructions of one image, grouped by K-means.
 
   Args:
     components: ``{optimizer label: (k, H, W, C)}`` reconstructions of single
       binarised variables.
     cluster_labels: ``{optimizer label: (k,) int}`` cluster of each component.
-    path: output PNG.
     max_per_cluster: components drawn per cluster row (the rest are counted).
     title: figure title.
   """
@@ -330,21 +324,20 @@ def plot_component_clusters(components: Mapping[str, object],
     subfig.suptitle(label, fontsize=9, y=0.94)
   fig.suptitle(title or "Top-k components clustered by K-means (Fig. 6b)",
                fontsize=10, y=0.995, va="top")
-  return _save(fig, path)
+  return fig
 
 
-def plot_adversarial(sources, targets, adversarials: Mapping[str, object], path,
-                     *, predictions: Mapping[str, object] | None = None,
+def plot_adversarial(sources, targets, adversarials: Mapping[str, object], *,
+                     predictions: Mapping[str, object] | None = None,
                      target_classes=None,
                      success_rates: Mapping[str, float] | None = None,
-                     title: str = "") -> str:
+                     title: str = "") -> Figure:
   """Fig. 6c: adversarial syntheses (the target's channels at the source's places).
 
   Args:
     sources: (N, H, W, C) images whose spatial layout is kept.
     targets: (N, H, W, C) images whose salient channels are kept.
     adversarials: ``{optimizer label: (N, H, W, C)}`` synthesized samples.
-    path: output PNG.
     predictions: optional ``{optimizer label: (N,) int}`` class predicted on
       each synthesized sample, shown above it.
     target_classes: optional (N,) class the model predicts on each target.
@@ -363,19 +356,18 @@ def plot_adversarial(sources, targets, adversarials: Mapping[str, object], path,
     rows[row] = adversarials[label]
     if predictions is not None:
       captions[row] = [f"pred {int(p)}" for p in np.asarray(predictions[label])]
-  return _image_rows(rows, title or "Adversarial synthesis (Fig. 6c)", path,
+  return _image_rows(rows, title or "Adversarial synthesis (Fig. 6c)",
                      captions=captions)
 
 
 def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
-                         path, *, title: str = "") -> str:
+                         *, title: str = "") -> Figure:
   """Training loss, test loss and test top-1 per epoch for each run.
 
   Args:
     histories: ``{run label: [metrics dict per evaluation]}`` as in a run's
       ``metrics.jsonl``: each dict has ``epoch`` and at least one of
       ``train_loss``, ``eval_loss``, ``top1``.
-    path: output PNG.
     title: figure title.
   """
   labels = _check_labels("histories", histories)
@@ -401,4 +393,4 @@ def plot_training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]],
   axes[0].legend(fontsize=7)
   fig.suptitle(title or "Training curves", fontsize=10)
   fig.tight_layout()
-  return _save(fig, path)
+  return fig

@@ -1,13 +1,16 @@
-r"""`make demo`: SGD vs Bort-S, trained and explained, in about 10 CPU minutes.
+r"""`make demo`: SGD vs Bort-S, trained, explained and checked against the paper.
 
   python -m experiments.quickstart [--workdir runs/quickstart]
       [--config experiments/configs/quickstart.py] [--config.train.num_epochs=4]
+      [--docs_dir docs]
 
 Trains every model of ``config.models`` with every optimizer of
 ``config.optimizers`` on the offline ``digits`` dataset (one run per pair in
-``WORKDIR/<model>_<optimizer>``, resumed if already there), then runs the
-explainers on all of them and writes ``WORKDIR/report.md``, ``report.json``
-and the figures.
+``WORKDIR/<model>_<optimizer>``, resumed if already there), then writes the
+report with the paper's claims checked (``WORKDIR/report.md``,
+``report.json``, figures). ``--docs_dir`` also writes the README's demo
+section (``DOCS_DIR/demo.md``, ending with ``DOCS_DIR/demo_choices.md`` when
+``experiments.demo_choices`` wrote one) and three of its figures.
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from experiments import explain as explain_lib
+from bort_jax import report
+from experiments import explain as explain_cli
 from experiments.configs import quickstart as quickstart_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs",
                               "quickstart.py")
+DOC_FIGURES = {"curves": "accuracy and loss vs epoch, SGD vs Bort-S",
+               "fig3b": "reconstruction ratio ‖z − Wᵀ(Wz)‖/‖z‖ per layer",
+               "fig5": "CAM and SAT saliency, SGD vs Bort-S"}
 
 
 def run_config(config, model: str, optimizer: str) -> ml_collections.ConfigDict:
@@ -42,6 +49,21 @@ def run_config(config, model: str, optimizer: str) -> ml_collections.ConfigDict:
   if not optimizer.startswith("bort_"):
     run.lam = 0.0
   return run
+
+
+def train_runs(run_configs: dict, workdir: str) -> tuple[list[str], float]:
+  """Trains ``{run name: config}`` into ``workdir/<name>`` (resuming);
+  returns the run folders and the wall time."""
+  from bort_jax import train  # pylint: disable=import-outside-toplevel
+
+  start = time.perf_counter()
+  run_dirs = []
+  for name, config in run_configs.items():
+    run_dir = os.path.join(workdir, name)
+    print(f"training {name} -> {run_dir}", flush=True)
+    train.train_and_evaluate(config, run_dir)
+    run_dirs.append(run_dir)
+  return run_dirs, time.perf_counter() - start
 
 
 def _show(value) -> str:
@@ -72,53 +94,27 @@ def recipe_lines(config) -> list[str]:
   return lines
 
 
-def run(config, workdir: str) -> dict:
-  """Trains every (model, optimizer) of ``config`` and writes the report."""
-  from bort_jax import train  # pylint: disable=import-outside-toplevel
-
-  start = time.perf_counter()
-  run_dirs = []
-  for model in config.models:
-    for optimizer in config.optimizers:
-      run_dir = os.path.join(workdir, f"{model}_{optimizer}")
-      print(f"training {model} with {optimizer} -> {run_dir}", flush=True)
-      train.train_and_evaluate(run_config(config, model, optimizer), run_dir)
-      run_dirs.append(run_dir)
-  train_seconds = time.perf_counter() - start
-  return explain_lib.explain_runs(
-      run_dirs, workdir, config.explain,
-      title="Bort quickstart: " + " vs ".join(
-          explain_lib.OPTIMIZER_LABELS.get(o, o) for o in config.optimizers)
-      + f" on {config.train.dataset}",
-      command=" ".join(["python -m experiments.quickstart", *sys.argv[1:]]),
-      recipe=recipe_lines(config), train_seconds=train_seconds,
-      progress=config.train.progress)
-
-
-def write_docs(results: dict, workdir: str, docs_dir: str,
-               figures=("fig3b", "fig5")) -> str:
-  """``docs_dir/demo.md`` (the README's demo section) with two figures of the
-  last model copied to ``docs_dir/figures``; returns the snippet's path."""
-  from bort_jax import report  # pylint: disable=import-outside-toplevel
-
-  key, model = list(results["models"].items())[-1]
+def write_docs(results: dict, workdir: str, docs_dir: str) -> str:
+  """``docs_dir/demo.md`` (the README's demo section) with figures of the last
+  model copied to ``docs_dir/figures``; returns the snippet's path."""
+  model = list(results["models"].values())[-1]
   os.makedirs(os.path.join(docs_dir, "figures"), exist_ok=True)
   embedded = {}
-  for name in figures:
-    source = model["figures"][name]
+  for name, what in DOC_FIGURES.items():
+    source = model["figures"].get(name)
+    if source is None:
+      continue  # failed: the report's errors say why
     shutil.copyfile(os.path.join(workdir, source),
                     os.path.join(docs_dir, "figures", f"demo_{source}"))
-    caption = f"{model['label']}: {report.FIGURES[name].split(':')[0]}"
-    if name == "fig3b":
-      caption += ", reconstruction ratio ‖z − Wᵀ(Wz)‖/‖z‖ per layer, SGD vs Bort-S"
-    elif name == "fig4":
-      caption += f", reconstruction from `{model['layer']}` by guided backprop"
-    elif name == "fig5":
-      caption += ", CAM and SAT saliency, SGD vs Bort-S"
-    embedded[caption] = f"figures/demo_{source}"
+    embedded[f"{model['label']}: {what}"] = f"figures/demo_{source}"
+  snippet = report.demo_snippet(results, embedded)
+  choices = os.path.join(docs_dir, "demo_choices.md")  # experiments.demo_choices
+  if os.path.isfile(choices):
+    with open(choices, encoding="utf-8") as f:
+      snippet += "\n" + f.read()
   path = os.path.join(docs_dir, "demo.md")
   with open(path, "w", encoding="utf-8") as f:
-    f.write(report.demo_snippet(results, embedded))
+    f.write(snippet)
   return path
 
 
@@ -126,19 +122,32 @@ def define_flags():
   flags.DEFINE_string("workdir", "runs/quickstart", "where runs and the report go")
   config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "quickstart config")
   flags.DEFINE_string("docs_dir", None, "also write DOCS_DIR/demo.md (the "
-                      "README's demo section) and its two figures")
+                      "README's demo section) and its figures")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
-  workdir = flags.FLAGS.workdir
-  results = run(flags.FLAGS.config, workdir)
+  config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
+  report.check_writable(workdir)
+  run_dirs, train_seconds = train_runs(
+      {f"{m}_{o}": run_config(config, m, o)
+       for m in config.models for o in config.optimizers}, workdir)
+  results = report.build(
+      run_dirs, workdir, config.explain,
+      title="Bort quickstart: " + " vs ".join(
+          report.OPTIMIZER_LABELS.get(o, o) for o in config.optimizers)
+      + f" on {config.train.dataset}",
+      command=" ".join(["python -m experiments.quickstart", *sys.argv[1:]]),
+      recipe=recipe_lines(config), train_seconds=train_seconds,
+      progress=config.train.progress)
+  status = explain_cli.write(results, workdir)
   wall = results["setup"]["wall_time_s"]
-  print(f"wrote {os.path.join(workdir, 'report.md')} in {wall['total']:.0f} s "
-        f"(train {wall['train']:.0f} s, explain {wall['explain']:.0f} s)")
+  print(f"{wall['total']:.0f} s (train {wall['train']:.0f} s, explain "
+        f"{wall['explain']:.0f} s)")
   if flags.FLAGS.docs_dir:
     print(f"wrote {write_docs(results, workdir, flags.FLAGS.docs_dir)}")
+  return status
 
 
 if __name__ == "__main__":

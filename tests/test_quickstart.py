@@ -1,7 +1,7 @@
 """`make demo` end to end with tiny settings, its report, and the notebook.
 
 One module-scoped run of ``python -m experiments.quickstart`` (2 training
-steps per model, 4 explained images) feeds the report checks and the headless
+steps per model, 4 explained images) feeds the report and claims checks and the headless
 execution of ``experiments/analysis.ipynb``; the rest are fast unit checks of
 the report/plot helpers.
 """
@@ -20,9 +20,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
 
+from matplotlib.figure import Figure  # noqa: E402
+
 from bort_jax import plots  # noqa: E402
 from bort_jax import report  # noqa: E402
-from experiments import explain as explain_lib  # noqa: E402
+from bort_jax.report import analyses  # noqa: E402
 
 TINY_FLAGS = (
     "--config.train.num_train_steps=2",
@@ -68,31 +70,53 @@ def _numbers(tree, path=""):
 
 
 @pytest.mark.slow
-def test_report_has_every_section_model_and_method(demo):
+def test_report_has_every_claim_section_model_and_method(demo):
   _, document, markdown = demo
-  assert document["sections"] == list(report.SECTIONS)
-  for section in report.SECTIONS:
-    assert f"\n## {section}\n" in markdown, section
+  assert list(document)[0] == "claims"
+  assert [c["id"] for c in document["claims"]] == [
+      "table1", "fig3a", "fig3b", "fig4", "table3", "fig6a", "fig6c"]
+  for claim in document["claims"]:
+    assert claim["verdict"] in report.VERDICTS, claim
+    assert claim["evidence"] and not claim["missing"], claim
+    for evidence in claim["evidence"]:
+      low, high = evidence["ci"]
+      assert low <= evidence["difference"] <= high, evidence
+  claims_md = markdown[:markdown.index("\n## Setup\n")]
+  assert claims_md.startswith("# Bort quickstart") and "## Claims" in claims_md
+  for claim in document["claims"]:
+    assert f"| `{claim['id']}` |" in claims_md
+    assert f"**{claim['verdict']}**" in claims_md
+  assert document["verdict_rule"] in claims_md
+  assert list(document["sections"]) == list(report.REGISTRY)
+  for title in document["sections"].values():
+    assert f"\n## {title}\n" in markdown, title
   assert list(document["models"]) == ["lenet", "acnn_small_mnist_w0.25"]
   for key, model in document["models"].items():
     assert list(model["runs"]) == ["SGD", "Bort-S"], key
-    assert set(model["figures"]) == set(report.FIGURES), key
-    methods = set(model["table3"]) | set(model["table3_skipped"])
-    assert methods == set(report.TABLE3_METHODS), key
-    for method, by_opt in model["table3"].items():
-      assert list(by_opt) == ["SGD", "Bort-S"], (key, method)
-  # LeNet flattens into dense layers: CAM is skipped, and the report says why.
-  assert list(document["models"]["lenet"]["table3_skipped"]) == ["CAM"]
-  assert "CAM" in document["models"]["acnn_small_mnist_w0.25"]["table3"]
-  assert "CAM not computed for LeNet" in markdown
+    assert set(model["figures"]) == {a.id for a in report.REGISTRY.values()
+                                     if a.plot is not None}, key
+    assert model["layer"] == "conv5" if key.startswith("acnn") else "conv2"
+  # LeNet flattens into dense layers: no CAM row; ACNN-Small pools, so CAM.
+  methods = {key: {row.split(" · ")[0] for row in m["sections"]["table3"]}
+             for key, m in document["models"].items()}
+  assert methods == {"lenet": {"IG", "RISE", "XRAI", "GuidedIG", "SAT"},
+                     "acnn_small_mnist_w0.25": {"CAM", "IG", "RISE", "XRAI",
+                                                "GuidedIG", "SAT"}}
+  assert document["errors"] == []
   setup = document["setup"]
   assert setup["dataset"] == {"name": "digits", "num_train": 1437,
                               "num_test": 360, "image_shape": [28, 28, 1],
                               "num_classes": 10}
-  assert setup["seeds"] == {"train": 0, "explain": 0}
+  assert setup["seeds"] == {"train": [0], "explain": 0}
+  assert setup["explain"]["sat_gamma"] == report_gamma()
   assert set(setup["wall_time_s"]) == {"train", "explain", "total"}
   assert setup["versions"]["jax"] == "0.10.2"
   assert any("num_train_steps" in line for line in setup["recipe"])
+
+
+def report_gamma():
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  return float(explain.DEFAULT_GAMMA)
 
 
 @pytest.mark.slow
@@ -105,21 +129,23 @@ def test_every_number_is_finite(demo):
     if isinstance(value, float):
       assert math.isfinite(value), f"{path} = {value}"
   assert not any("non-finite" in note for note in document["notes"])
-  assert "n/a" not in markdown.replace("| CAM | – | n/a | n/a |", "")
 
 
 @pytest.mark.slow
 def test_numbers_come_from_the_runs(demo):
   workdir, document, markdown = demo
   for model in document["models"].values():
-    for opt, run in model["runs"].items():
+    for opt, runs in model["runs"].items():
+      (run,) = runs
       records = (workdir / run["workdir"] / "metrics.jsonl").read_text()
       last = json.loads(records.strip().splitlines()[-1])
       assert run["top1"] == last["top1"] and run["steps"] == last["step"] == 2
       assert f"{100 * run['top1']:.2f}" in markdown
-    for scores in model["table3"].values():
-      for auc in scores.values():
-        assert 0.0 <= auc["deletion"] <= 1.0 and 0.0 <= auc["insertion"] <= 1.0
+      assert model["sections"]["table1"][opt]["top-1 (%)"] == pytest.approx(
+          100 * run["top1"], abs=1e-4)
+    for scores in model["sections"]["table3"].values():
+      assert 0.0 <= scores["deletion AUC"] <= 1.0
+      assert 0.0 <= scores["insertion AUC"] <= 1.0
 
 
 @pytest.mark.slow
@@ -241,11 +267,12 @@ def test_explain_cli_discovers_runs_and_groups_them_by_model(demo, tmp_path):
 
 
 def _minimal_results(value):
-  return {"title": "t", "command": "c", "models": {}, "notes": [],
+  return {"title": "t", "command": "c", "claims": [], "models": {},
+          "notes": [], "errors": [], "sections": {}, "verdict_rule": "r",
           "setup": {"dataset": {"name": "d", "num_train": 1, "num_test": 1,
                                 "image_shape": [2, 2, 1], "num_classes": 2},
                     "seeds": {"train": 0}, "wall_time_s": {"total": value},
-                    "versions": {}, "devices": "cpu"}}
+                    "explain": {}, "versions": {}, "devices": "cpu"}}
 
 
 def test_report_writes_non_finite_numbers_as_null_and_says_so():
@@ -263,47 +290,49 @@ def test_report_rejects_arrays_and_missing_figures(tmp_path):
                      "type ndarray"):
     report.to_json(_minimal_results(np.zeros(3)))
   results = _minimal_results(1.0)
+  results["sections"] = {"fig4": "Fig. 4"}
   results["models"] = {"m": {"figures": {"fig4": "missing.png"}}}
   with pytest.raises(ValueError, match="'missing.png' must be relative"):
     report.write_report(results, tmp_path)
   results["models"] = {"m": {"figures": {"fig9": "x.png"}}}
-  with pytest.raises(ValueError, match="unknown figure key 'fig9'"):
+  with pytest.raises(ValueError, match="figure 'fig9' has no section"):
     report.write_report(results, tmp_path)
 
 
-def test_plots_reject_bad_shapes_and_non_finite_values(tmp_path):
+def test_plots_return_figures_and_reject_bad_shapes_and_non_finite_values(
+    tmp_path):
   images = np.zeros((2, 8, 8, 1))
   with pytest.raises(ValueError, match=r"maps\['SAT'\] must have shape "
                      r"\(2, 8, 8\) to match images; got \(2, 8, 9\)"):
-    plots.plot_saliency_maps(images, {"SAT": np.zeros((2, 8, 9))},
-                             tmp_path / "a.png")
+    plots.plot_saliency_maps(images, {"SAT": np.zeros((2, 8, 9))})
   with pytest.raises(ValueError, match=r"rows\['Bort-S'\] contains non-finite"):
-    plots.plot_reconstructions(images, {"Bort-S": images * np.nan},
-                               tmp_path / "b.png")
+    plots.plot_reconstructions(images, {"Bort-S": images * np.nan})
   with pytest.raises(ValueError, match="C = 1 or 3"):
-    plots.plot_reconstructions(np.zeros((2, 8, 8, 2)), {"SGD": images},
-                               tmp_path / "c.png")
+    plots.plot_reconstructions(np.zeros((2, 8, 8, 2)), {"SGD": images})
+  figure = plots.plot_reconstruction_ratios({"SGD": {"conv1": [0.5]}})
+  assert isinstance(figure, Figure)
   with pytest.raises(ValueError, match="must end in .png"):
-    plots.plot_reconstruction_ratios({"SGD": {"conv1": [0.5]}},
-                                     tmp_path / "d.jpg")
+    plots.save(figure, tmp_path / "d.jpg")
   assert not list(tmp_path.iterdir())
+  plots.save(figure, tmp_path / "d.png")
+  assert (tmp_path / "d.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 def test_adversarial_pairs_always_cross_classes():
   labels = np.array([3, 3, 3, 1, 3, 2])
-  sources, targets = explain_lib.adversarial_pairs(labels, 10)
+  sources, targets = analyses.adversarial_pairs(labels, 10)
   np.testing.assert_array_equal(sources, np.arange(6))
   np.testing.assert_array_equal(targets, [3, 3, 3, 4, 5, 0])
   assert np.all(labels[sources] != labels[targets])
-  sources, _ = explain_lib.adversarial_pairs(np.array([1, 1, 1]), 4)
+  sources, _ = analyses.adversarial_pairs(np.array([1, 1, 1]), 4)
   assert sources.size == 0  # no other class to target
 
 
 def test_correlation_is_pearson_per_image():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(3, 4, 4, 1))
-  np.testing.assert_allclose(explain_lib.correlation(x, 2 * x + 1), 1.0)
-  np.testing.assert_allclose(explain_lib.correlation(x, -x), -1.0)
+  np.testing.assert_allclose(analyses.correlation(x, 2 * x + 1), 1.0)
+  np.testing.assert_allclose(analyses.correlation(x, -x), -1.0)
   expected = [np.corrcoef(a.ravel(), b.ravel())[0, 1]
               for a, b in zip(x, x[::-1])]
-  np.testing.assert_allclose(explain_lib.correlation(x, x[::-1]), expected)
+  np.testing.assert_allclose(analyses.correlation(x, x[::-1]), expected)

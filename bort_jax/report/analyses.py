@@ -1,0 +1,475 @@
+"""Section 4 of the paper as report analyses: Table 1, Fig. 3-6, Table 3.
+
+Each ``register(Analysis(...))`` below is the single declaration of one
+figure or table: what it measures on a run, its summary numbers, the claim it
+decides (with the direction the paper predicts) and its plot.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bort_jax import plots
+from bort_jax.report import stats
+from bort_jax.report.registry import Analysis, Claim, register
+
+TABLE3_METHODS = ("CAM", "IG", "RISE", "XRAI", "GuidedIG", "SAT")
+
+
+def correlation(a, b) -> np.ndarray:
+  """Per-image Pearson correlation of two (N, H, W, C) batches."""
+  a = np.asarray(a, np.float64).reshape(len(a), -1)
+  b = np.asarray(b, np.float64).reshape(len(b), -1)
+  a = a - a.mean(1, keepdims=True)
+  b = b - b.mean(1, keepdims=True)
+  denominator = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+  return np.divide((a * b).sum(1), denominator, out=np.zeros(len(a)),
+                   where=denominator > 0)
+
+
+def adversarial_pairs(labels: np.ndarray, num_pairs: int):
+  """(source, target) indices: each source with the next image of another class."""
+  n = len(labels)
+  order = (np.arange(n)[:, None] + np.arange(1, n)[None, :]) % n  # next ones
+  differs = labels[order] != labels[:, None]
+  has_other = differs.any(1)
+  sources = np.flatnonzero(has_other)[:num_pairs]
+  targets = order[sources, differs[sources].argmax(1)]
+  return sources, targets
+
+
+def _baseline_and_bort(measured):
+  """(baseline label, Bort label): the first and last optimizer of a model."""
+  labels = list(measured)
+  if len(labels) < 2:
+    raise ValueError(f"a claim compares two optimizers; this model has "
+                     f"{labels}")
+  return labels[0], labels[-1]
+
+
+def _per_seed(measured, label, read):
+  return [read(m) for m in measured[label]]
+
+
+def _mean_over_seeds(values) -> float:
+  return float(np.mean([np.mean(np.asarray(v, np.float64)) for v in values]))
+
+
+def _mean_column(column, field):
+  """A summarize function: one row per optimizer, the seed-mean of ``field``
+  under the heading ``column(ctx)``."""
+  return lambda m, ctx: {label: {column(ctx): _mean_over_seeds(
+      [r[field] for r in runs])} for label, runs in m.items()}
+
+
+def _shown_rows(measured, ctx, field):
+  """``{optimizer: field[:num_show]}`` of each optimizer's first run."""
+  return {label: runs[0][field][:len(ctx.shown)]
+          for label, runs in measured.items()}
+
+
+def _compare(measured, ctx, name, read, *, better, paired=True,
+             unit="test images"):
+  base, bort = _baseline_and_bort(measured)
+  return stats.difference(f"{ctx.label}: {name}", _per_seed(measured, bort, read),
+                          _per_seed(measured, base, read), better=better,
+                          paired=paired, unit=unit, seed=ctx.explain.seed)
+
+
+# ------------------------------------------------------------------ Table 1
+
+@nnx.jit
+def _predict(model, x):
+  return jnp.argmax(model(x), -1)
+
+
+def _correct_on_test_split(run, ctx):
+  correct = []
+  for batch in ctx.test_split():
+    keep = np.asarray(batch["mask"]).astype(bool)
+    predictions = np.asarray(_predict(run.model, jnp.asarray(batch["image"])))
+    correct.append((predictions == np.asarray(batch["label"]))[keep])
+  return np.concatenate(correct).astype(np.float64)
+
+
+def _table1_summary(measured, ctx):
+  rows = {}
+  for label, runs in measured.items():
+    rows[label] = {"top-1 (%)": 100 * _mean_over_seeds(runs),
+                   "test images": int(np.size(runs[0])), "runs": len(runs)}
+  return rows
+
+
+register(Analysis(
+    id="table1", title="Table 1: test accuracy",
+    description="Top-1 accuracy over the whole test split, recomputed from "
+                "each run's last checkpoint (one 0/1 value per test image, so "
+                "the difference has a paired bootstrap interval over images).",
+    measure=_correct_on_test_split, summarize=_table1_summary,
+    claim=Claim(
+        statement="Table 1: with Bort-S, test accuracy is equal or better "
+                  "than with SGD (MNIST/CIFAR-10, LeNet and ACNN-Small).",
+        differences=lambda m, ctx: [_compare(m, ctx, "top-1 accuracy",
+                                             lambda v: v, better="higher")])))
+
+
+# ---------------------------------------------------------- training curves
+
+register(Analysis(
+    id="curves", title="Accuracy vs epoch",
+    description="Test top-1 and losses at every epoch end, from each run's "
+                "metrics.jsonl: slower early convergence of Bort-S shows here.",
+    measure=lambda run, ctx: list(run.metrics),
+    summarize=lambda m, ctx: {label: {
+        f"top-1 (%) at epoch {r['epoch']:g}": 100 * r["top1"]
+        for r in runs[0] if "top1" in r} for label, runs in m.items()},
+    plot=lambda m, ctx: plots.plot_training_curves(
+        {label: runs[0] for label, runs in m.items()},
+        title=f"{ctx.label}: accuracy and loss vs epoch")))
+
+
+# ------------------------------------------------------------------ Fig. 3a
+
+def _upper_triangle(diag, offdiag) -> np.ndarray:
+  """The distinct off-diagonal entries G_ij, i < j, of a symmetric Gram given
+  its diagonal and its row-major off-diagonal entries (both G_ij and G_ji)."""
+  n = len(diag)
+  if len(offdiag) != n * (n - 1):
+    raise ValueError(f"a {n}×{n} Gram has {n * (n - 1)} off-diagonal entries; "
+                     f"got {len(offdiag)}")
+  gram = np.zeros((n, n))
+  gram[~np.eye(n, dtype=bool)] = offdiag
+  return gram[np.triu_indices(n, 1)]
+
+
+def _gram(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  out = {}
+  for layer, entries in explain.gram_distribution(run.model).items():
+    diag, offdiag = np.asarray(entries["diag"]), np.asarray(entries["offdiag"])
+    out[layer] = {"diag": diag, "offdiag": offdiag,
+                  "upper": _upper_triangle(diag, offdiag)}
+  return out
+
+
+def _gram_summary(measured, ctx):
+  rows = {}
+  for label, runs in measured.items():
+    for layer, g in runs[0].items():
+      rows.setdefault(layer, {})[f"diag mean ({label})"] = float(
+          np.mean(g["diag"]))
+      rows[layer][f"|off-diag| / diag ({label})"] = (
+          float(np.mean(np.abs(g["offdiag"])) / np.mean(g["diag"]))
+          if np.size(g["offdiag"]) else None)
+  return rows
+
+
+def _gram_differences(measured, ctx):
+  base, _ = _baseline_and_bort(measured)
+  out = []
+  for layer, g in measured[base][0].items():
+    if np.size(g["diag"]) < 2:
+      continue  # one unit: a bootstrap over it has no spread, so no interval
+    out.append(_compare(measured, ctx, f"{layer} |G_ii − 1|",
+                        lambda r, l=layer: np.abs(r[l]["diag"] - 1.0),
+                        better="lower", paired=False,
+                        unit="diagonal entries (output units)"))
+    if np.size(g["upper"]) >= 2:
+      out.append(_compare(
+          measured, ctx, f"{layer} |G_ij| / mean G_ii",
+          lambda r, l=layer: np.abs(r[l]["upper"]) / np.mean(r[l]["diag"]),
+          better="lower", paired=False, unit="unit pairs i < j"))
+  return out
+
+
+register(Analysis(
+    id="fig3a", title="Fig. 3a: Gram matrix entries",
+    description="Entries of each conv kernel's Gram matrix W Wᵀ (Section "
+                "4.2.1). Bort should bring the diagonal to 1 and the "
+                "off-diagonal to 0; the off-diagonal is measured relative to "
+                "the mean diagonal, since SGD with weight decay shrinks every "
+                "entry toward 0 without making filters orthogonal.",
+    measure=_gram, summarize=_gram_summary,
+    plot=lambda m, ctx: plots.plot_gram_histograms(
+        {label: runs[0] for label, runs in m.items()},
+        title=f"{ctx.label}: Gram matrix entries per layer (Fig. 3a)"),
+    claim=Claim(
+        statement="Fig. 3a: with Bort-S the Gram matrix's diagonal is closer "
+                  "to 1 and its off-diagonal closer to 0 than with SGD, in "
+                  "every conv layer.",
+        differences=_gram_differences)))
+
+
+# ------------------------------------------------------------------ Fig. 3b
+
+def _ratios(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  return {layer: np.asarray(r) for layer, r in
+          explain.reconstruction_ratios(run.model, ctx.images).items()}
+
+
+register(Analysis(
+    id="fig3b", title="Fig. 3b: reconstruction ratio",
+    description="‖z − Wᵀ(Wz)‖ / ‖z‖ per conv layer and test image (Eq. 4; "
+                "lower is more invertible).",
+    measure=_ratios,
+    summarize=lambda m, ctx: {layer: {
+        label: _mean_over_seeds([r[layer] for r in runs])
+        for label, runs in m.items()} for layer in next(iter(m.values()))[0]},
+    plot=lambda m, ctx: plots.plot_reconstruction_ratios(
+        {label: runs[0] for label, runs in m.items()},
+        title=f"{ctx.label}: reconstruction ratio per layer (Fig. 3b)"),
+    claim=Claim(
+        statement="Fig. 3b: every conv layer trained with Bort-S has a lower "
+                  "reconstruction ratio than with SGD.",
+        differences=lambda m, ctx: [
+            _compare(m, ctx, f"{layer} reconstruction ratio",
+                     lambda r, l=layer: r[l], better="lower")
+            for layer in next(iter(m.values()))[0]])))
+
+
+# ------------------------------------------------------------------- Fig. 4
+
+def _reconstruction(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  x_hat = np.asarray(explain.reconstruct(run.model, ctx.images,
+                                         layer=ctx.layer))
+  return {"reconstruction": x_hat,
+          "correlation": correlation(x_hat, ctx.images)}
+
+
+register(Analysis(
+    id="fig4", title="Fig. 4: reconstruction",
+    description="Guided-backprop reconstruction of the input from the "
+                "model's paper layer (Appendix A.4), scored by the Pearson "
+                "correlation between reconstruction and input per test image "
+                "(scale-free; higher is closer).",
+    measure=_reconstruction,
+    summarize=_mean_column(
+        lambda ctx: f"correlation with input (from {ctx.layer})",
+        "correlation"),
+    plot=lambda m, ctx: plots.plot_reconstructions(
+        ctx.shown, _shown_rows(m, ctx, "reconstruction"),
+        title=f"{ctx.label}: reconstruction from {ctx.layer} (Fig. 4)"),
+    claim=Claim(
+        statement="Fig. 4: guided-backprop reconstructions of a Bort-S model "
+                  "are closer to the input than those of an SGD model.",
+        differences=lambda m, ctx: [_compare(
+            m, ctx, "correlation of reconstruction with input",
+            lambda r: r["correlation"], better="higher")])))
+
+
+# ------------------------------------------------------------------- Fig. 5
+
+def _saliency(run, ctx):
+  """``{method: (N, H, W) map}``; a failing method is recorded, not fatal."""
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  e, x = ctx.explain, ctx.images
+  methods = {
+      "CAM": lambda: explain.cam(run.model, x),
+      "IG": lambda: explain.integrated_gradients(run.model, x,
+                                                 steps=e.ig_steps),
+      "RISE": lambda: explain.rise(run.model, x, num_masks=e.rise_num_masks,
+                                   cell_size=e.rise_cell_size, seed=e.seed),
+      "XRAI": lambda: explain.xrai(run.model, x, steps=e.xrai_steps),
+      "GuidedIG": lambda: explain.guided_ig(run.model, x,
+                                            steps=e.guided_ig_steps),
+      "SAT": lambda: explain.sat(run.model, x, layer=ctx.layer, k=ctx.k,
+                                 B=e.B, gamma=e.sat_gamma),
+  }
+  if getattr(run.model, "head_pool", "") is None:
+    del methods["CAM"]  # no pooled head: CAM's channel weighting is undefined
+  maps = {}
+  for method, compute in methods.items():
+    try:
+      maps[method] = np.asarray(compute())
+    except Exception as error:  # pylint: disable=broad-except
+      run.errors.append((method, error))
+  return maps
+
+
+def _fig5_plot(measured, ctx):
+  rows = {f"{method} · {label}": runs[0][method][:len(ctx.shown)]
+          for method in ("CAM", "SAT") for label, runs in measured.items()
+          if method in runs[0]}
+  return plots.plot_saliency_maps(
+      ctx.shown, rows, title=f"{ctx.label}: CAM and SAT (k = {ctx.k}) "
+                             "saliency (Fig. 5)")
+
+
+register(Analysis(
+    id="fig5", title="Fig. 5: saliency maps",
+    description="Saliency of CAM, IG, RISE, XRAI, GuidedIG and SAT (Appendix "
+                "A.3) on the explained test images; CAM only for models with "
+                "global pooling before the classifier. SAT's binarisation "
+                "threshold γ is this project's own definition (relative to "
+                "each backtracked signal's peak of max over channels of |S|; "
+                "the paper does not give one) and is the explain config's "
+                "`sat_gamma`.",
+    measure=_saliency, plot=_fig5_plot))
+
+
+# ------------------------------------------------------------------ Table 3
+
+def _deletion_insertion(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  out = {}
+  for method, saliency in run.measured["fig5"].items():
+    try:
+      result = explain.deletion_insertion(
+          run.model, ctx.images, saliency, step=ctx.explain.deletion_step,
+          tie_orders=ctx.explain.deletion_tie_orders)
+    except Exception as error:  # pylint: disable=broad-except
+      run.errors.append((f"deletion/insertion of {method}", error))
+      continue
+    out[method] = {name: np.asarray(value)
+                   for name, value in result._asdict().items()}
+  return out
+
+
+def _table3_summary(measured, ctx):
+  rows = {}
+  for method in TABLE3_METHODS:
+    for label, runs in measured.items():
+      if method not in runs[0]:
+        continue
+      row = rows.setdefault(f"{method} · {label}", {})
+      for name in runs[0][method]:
+        if name.endswith("_auc") or "tie" in name:
+          row[name.replace("_auc", " AUC")] = _mean_over_seeds(
+              [r[method][name] for r in runs])
+  return rows
+
+
+register(Analysis(
+    id="table3", title="Table 3: deletion / insertion",
+    description="Deletion / insertion AUCs (Petsiuk et al., 2018) of the "
+                "softmax probability of the class predicted on the original "
+                "image, per test image and method, from the Fig. 5 maps "
+                "(deletion: lower is better; insertion: higher is better).",
+    measure=_deletion_insertion, summarize=_table3_summary, needs=("fig5",),
+    plot=lambda m, ctx: plots.plot_deletion_insertion(
+        {method: {label: runs[0][method] for label, runs in m.items()}
+         for method in TABLE3_METHODS
+         if all(method in runs[0] for runs in m.values())},
+        title=f"{ctx.label}: deletion / insertion curves (Table 3)"),
+    claim=Claim(
+        statement="Table 3: with SAT, models trained with Bort have a lower "
+                  "deletion AUC and a higher insertion AUC than the baseline.",
+        differences=lambda m, ctx: [
+            _compare(m, ctx, "SAT deletion AUC",
+                     lambda r: r["SAT"]["deletion_auc"], better="lower"),
+            _compare(m, ctx, "SAT insertion AUC",
+                     lambda r: r["SAT"]["insertion_auc"], better="higher")])))
+
+
+# ------------------------------------------------------------------- Fig. 6
+
+def _decomposition(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  d = explain.decompose(run.model, ctx.images, layer=ctx.layer, k=ctx.k,
+                        B=ctx.explain.B)
+  components = np.asarray(d.components[0])
+  return {"reconstruction": np.asarray(d.reconstruction),
+          "correlation": correlation(d.reconstruction, ctx.images),
+          "components": components,
+          "clusters": np.asarray(explain.cluster_components(
+              components, min(ctx.explain.n_clusters, ctx.k),
+              seed=ctx.explain.seed))}
+
+
+register(Analysis(
+    id="fig6a", title="Fig. 6a: top-k decomposition",
+    description="Reconstruction of the input from only the k most salient "
+                "binarised variables of the paper layer (Appendix A.5), "
+                "scored by its Pearson correlation with the input per test "
+                "image.",
+    measure=_decomposition,
+    summarize=_mean_column(
+        lambda ctx: f"top-{ctx.k} reconstruction vs input (corr.)",
+        "correlation"),
+    plot=lambda m, ctx: plots.plot_decomposition(
+        ctx.shown, _shown_rows(m, ctx, "reconstruction"),
+        title=f"{ctx.label}: reconstruction from the top-{ctx.k} binarised "
+              "variables (Fig. 6a)"),
+    claim=Claim(
+        statement="Fig. 6a: with Bort, the top-64 binarised features "
+                  "reconstruct the input (closer to it than with SGD).",
+        differences=lambda m, ctx: [_compare(
+            m, ctx, f"correlation of the top-{ctx.k} reconstruction with the "
+            "input", lambda r: r["correlation"], better="higher")])))
+
+register(Analysis(
+    id="fig6b", title="Fig. 6b: clustered components",
+    description="The k single-variable reconstructions of the first image, "
+                "grouped by K-means (Fig. 6b).",
+    measure=lambda run, ctx: run.measured["fig6a"], needs=("fig6a",),
+    summarize=lambda m, ctx: {label: {"K-means clusters": int(len(np.unique(
+        runs[0]["clusters"])))} for label, runs in m.items()},
+    plot=lambda m, ctx: plots.plot_component_clusters(
+        {label: runs[0]["components"] for label, runs in m.items()},
+        {label: runs[0]["clusters"] for label, runs in m.items()},
+        title=f"{ctx.label}: top-{ctx.k} components of the first image, "
+              "K-means (Fig. 6b)")))
+
+
+def _adversarial(run, ctx):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  sources, targets = adversarial_pairs(ctx.labels,
+                                       ctx.explain.adversarial_pairs)
+  if not sources.size:
+    raise ValueError(f"all {len(ctx.labels)} explained images have label "
+                     f"{ctx.labels[0]}: adversarial synthesis needs two "
+                     "classes; raise explain.num_images")
+  x_source, x_target = ctx.images[sources], ctx.images[targets]
+  x_adv = explain.synthesize_adversarial(run.model, x_source, x_target,
+                                         layer=ctx.layer, k=ctx.k,
+                                         B=ctx.explain.B)
+  predictions = np.asarray(_predict(run.model, x_adv))
+  target_classes = np.asarray(_predict(run.model, x_target))
+  return {"sources": np.asarray(x_source), "targets": np.asarray(x_target),
+          "x_adv": np.asarray(x_adv), "predictions": predictions,
+          "target_classes": target_classes,
+          "fooled": (predictions == target_classes).astype(np.float64)}
+
+
+def _fig6c_plot(measured, ctx):
+  first = next(iter(measured.values()))[0]
+  return plots.plot_adversarial(
+      first["sources"], first["targets"],
+      {label: runs[0]["x_adv"] for label, runs in measured.items()},
+      predictions={label: runs[0]["predictions"]
+                   for label, runs in measured.items()},
+      target_classes=first["target_classes"],
+      success_rates={label: float(np.mean(runs[0]["fooled"]))
+                     for label, runs in measured.items()},
+      title=f"{ctx.label}: adversarial synthesis, k = {ctx.k} (Fig. 6c)")
+
+
+def _fig6c_differences(measured, ctx):
+  _, bort = _baseline_and_bort(measured)
+  return [stats.difference(
+      f"{ctx.label}: {bort} adversarial success rate − 1/2",
+      [r["fooled"] for r in measured[bort]], 0.5, better="higher",
+      paired=False, unit="source/target pairs", seed=ctx.explain.seed)]
+
+
+register(Analysis(
+    id="fig6c", title="Fig. 6c: adversarial synthesis",
+    description="Adversarial samples synthesised from the target's k most "
+                "salient channels placed at the source's peaks (Appendix "
+                "A.5); a sample fools the classifier when it is classified as "
+                "the target's predicted class.",
+    measure=_adversarial,
+    summarize=lambda m, ctx: {label: {
+        "success rate (%)": 100 * _mean_over_seeds([r["fooled"] for r in runs]),
+        "pairs": int(np.size(runs[0]["fooled"]))} for label, runs in m.items()},
+    plot=_fig6c_plot,
+    claim=Claim(
+        statement="Fig. 6c: adversarial samples synthesised from a Bort "
+                  "model's binarised features fool the classifier (most "
+                  "samples take the target's class).",
+        differences=_fig6c_differences)))

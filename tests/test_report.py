@@ -1,0 +1,278 @@
+"""The report package: verdict rule, registry, failures, writability.
+
+One module-scoped pair of 2-step LeNet runs (SGD, Bort-S on digits) feeds the
+in-process checks; ``report.build`` runs only the analyses each test keeps in
+the registry, so nothing here runs the whole Section 4.
+"""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
+
+from bort_jax import report  # noqa: E402
+from bort_jax.report import registry  # noqa: E402
+from bort_jax.report import stats  # noqa: E402
+from experiments import explain as explain_cli  # noqa: E402
+from experiments import quickstart  # noqa: E402
+from experiments.configs import quickstart as quickstart_config  # noqa: E402
+
+
+# ------------------------------------------------------------ verdict rule
+
+
+def _normal_interval(diffs):
+  half = 1.959964 * diffs.std(ddof=1) / math.sqrt(len(diffs))
+  return diffs.mean() - half, diffs.mean() + half
+
+
+def test_paired_interval_matches_the_normal_interval_of_the_differences():
+  rng = np.random.default_rng(1)
+  base = rng.normal(size=600)  # large image-to-image spread, shared by both
+  bort = base + 0.1 + 0.2 * rng.normal(size=600)
+  d = stats.difference("x", bort, base, better="higher", paired=True)
+  low, high = _normal_interval(bort - base)
+  assert d.difference == pytest.approx(np.mean(bort - base))
+  assert d.low == pytest.approx(low, abs=0.15 * (high - low))
+  assert d.high == pytest.approx(high, abs=0.15 * (high - low))
+  assert d.reading == "supports"
+  # Unpaired, the image spread enters the interval: about 7x wider here.
+  unpaired = stats.difference("x", bort, base, better="higher", paired=False)
+  assert unpaired.high - unpaired.low > 5 * (d.high - d.low)
+  assert unpaired.reading == "undecided"
+
+
+def test_seeds_are_resampled_too():
+  rng = np.random.default_rng(2)
+  images = rng.normal(size=200)
+  one_seed = stats.difference("x", images + 0.05, images, better="higher",
+                              paired=True)
+  # Two Bort seeds that disagree by ±0.5: the interval must cover both.
+  two_seeds = stats.difference("x", [images + 0.55, images - 0.45], [images],
+                               better="higher", paired=True)
+  assert one_seed.reading == "supports"
+  assert two_seeds.low < -0.3 and two_seeds.high > 0.4
+  assert two_seeds.reading == "undecided"
+  assert "2 vs 1 run(s)" in two_seeds.units
+
+
+def test_a_reference_value_and_the_direction():
+  fooled = np.array([1.0] * 30 + [0.0] * 2)
+  d = stats.difference("rate", fooled, 0.5, better="higher", paired=False)
+  assert d.baseline == 0.5 and d.low > 0 and d.reading == "supports"
+  lower = stats.difference("rate", fooled, 0.5, better="lower", paired=False)
+  assert lower.reading == "contradicts"
+
+
+@pytest.mark.parametrize("intervals, expected", [
+    ([(0.1, 0.2), (0.01, 0.3)], "holds"),
+    ([(0.1, 0.2), (-0.1, 0.3)], "inconclusive"),
+    ([(0.1, 0.2), (-0.3, -0.1)], "does not hold"),
+    ([(-0.1, 0.1), (-0.3, -0.1)], "does not hold"),
+    ([(0.0, 0.2)], "inconclusive"),  # 0 inside the interval is never support
+    ([], "inconclusive"),
+])
+def test_verdict_rule(intervals, expected):
+  differences = [stats.Difference("d", "higher", 0.0, 0.0, 0.0, low, high, "")
+                 for low, high in intervals]
+  assert stats.verdict(differences) == expected
+
+
+def test_difference_rejects_non_finite_and_mismatched_values():
+  with pytest.raises(ValueError, match=r"x \(Bort\) has 1 non-finite"):
+    stats.difference("x", [np.array([1.0, np.nan])], [np.zeros(2)],
+                     better="higher", paired=True)
+  with pytest.raises(ValueError, match="paired comparison needs the same units"):
+    stats.difference("x", np.zeros(3), np.zeros(4), better="higher",
+                     paired=True)
+  with pytest.raises(ValueError, match="better must be 'higher' or 'lower'"):
+    stats.difference("x", np.zeros(3), np.zeros(3), better="up", paired=True)
+
+
+def test_upper_triangle_takes_each_pair_once():
+  from bort_jax.report import analyses  # pylint: disable=import-outside-toplevel
+  gram = np.array([[1.0, 2.0, 3.0], [2.0, 1.0, 4.0], [3.0, 4.0, 1.0]])
+  np.testing.assert_array_equal(
+      analyses._upper_triangle(np.diag(gram), gram[~np.eye(3, dtype=bool)]),
+      [2.0, 3.0, 4.0])
+
+
+# --------------------------------------------------------- trained runs
+
+
+def _tiny_explain():
+  config = quickstart_config.explain_config()
+  config.update(num_images=6, num_show=2, k=8, ig_steps=4, xrai_steps=4,
+                guided_ig_steps=4, rise_num_masks=20, deletion_step=196,
+                n_clusters=2, adversarial_pairs=2, eval_batch_size=256)
+  return config
+
+
+@pytest.fixture(scope="module")
+def lenet_runs(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("lenet_runs")
+  config = quickstart_config.get_config()
+  config.train.num_train_steps = 2
+  config.train.eval_batch_size = 360
+  config.train.progress = False
+  run_dirs, _ = quickstart.train_runs(
+      {f"lenet_{o}": quickstart.run_config(config, "lenet", o)
+       for o in ("sgd", "bort_sgd")}, str(workdir))
+  return run_dirs
+
+
+@pytest.fixture
+def only():
+  """Keeps only the given analyses in the registry for one test, then puts
+  the registry back as it was (same order)."""
+  saved = dict(registry.REGISTRY)
+
+  def keep(*ids):
+    for analysis_id in list(registry.REGISTRY):
+      if analysis_id not in ids:
+        del registry.REGISTRY[analysis_id]
+  yield keep
+  registry.REGISTRY.clear()
+  registry.REGISTRY.update(saved)
+
+
+def _max_logit(run, ctx):
+  return np.asarray(run.model(ctx.images)).max(-1)
+
+
+def _plot_max_logit(measured, ctx):
+  fig = Figure()
+  ax = fig.subplots()
+  for label, runs in measured.items():
+    ax.hist(runs[0], label=label)
+  return fig
+
+
+def test_a_new_figure_is_one_declaration_plus_its_plot(lenet_runs, only,
+                                                       tmp_path):
+  only("table1")
+  report.register(report.Analysis(
+      id="max_logit", title="Max logit", description="largest logit",
+      measure=_max_logit,
+      summarize=lambda m, ctx: {label: {"mean": float(np.mean(runs[0]))}
+                                for label, runs in m.items()},
+      plot=_plot_max_logit,
+      claim=report.Claim(
+          statement="Bort's largest logit is larger (a test claim).",
+          differences=lambda m, ctx: [report.difference(
+              "max logit", m["Bort-S"], m["SGD"], better="higher",
+              paired=True)])))
+  try:
+    results = report.build(lenet_runs, str(tmp_path), _tiny_explain(),
+                           title="t", command="c", progress=False)
+    report.write_report(results, tmp_path)
+  finally:
+    report.unregister("max_logit")
+  document = json.loads((tmp_path / "report.json").read_text())
+  markdown = (tmp_path / "report.md").read_text()
+  assert list(document)[0] == "claims"
+  assert [c["id"] for c in document["claims"]] == ["table1", "max_logit"]
+  claim = document["claims"][1]
+  assert claim["verdict"] in report.VERDICTS
+  (evidence,) = claim["evidence"]
+  assert evidence["ci"][0] <= evidence["difference"] <= evidence["ci"][1]
+  assert document["sections"] == {"table1": "Table 1: test accuracy",
+                                  "max_logit": "Max logit"}
+  lenet = document["models"]["lenet"]
+  assert set(lenet["sections"]["max_logit"]) == {"SGD", "Bort-S"}
+  assert lenet["figures"] == {"max_logit": "lenet_max_logit.png"}
+  assert (tmp_path / "lenet_max_logit.png").read_bytes()[:4] == b"\x89PNG"
+  assert "\n## Max logit\n" in markdown
+  assert "](lenet_max_logit.png)" in markdown
+  assert "| `max_logit` | Bort's largest logit is larger" in markdown
+  assert markdown.index("## Claims") < markdown.index("## Setup")
+  assert document["errors"] == []
+
+
+def test_table1_evidence_is_the_accuracy_over_the_whole_test_split(
+    lenet_runs, only, tmp_path):
+  only("table1")
+  results = report.build(lenet_runs, str(tmp_path), _tiny_explain(),
+                         title="t", command="c", progress=False)
+  (claim,) = results["claims"]
+  (evidence,) = claim["evidence"]
+  top1 = {}
+  for run_dir in lenet_runs:
+    last = report.read_metrics(run_dir)[-1]
+    top1[os.path.basename(run_dir)] = last["top1"]
+  # The per-image pass reproduces what training measured on the 360 images.
+  assert evidence["bort"] == pytest.approx(top1["lenet_bort_sgd"], abs=1e-6)
+  assert evidence["baseline"] == pytest.approx(top1["lenet_sgd"], abs=1e-6)
+  assert evidence["units"].startswith("360 test images (paired)")
+
+
+def test_a_failing_explainer_is_recorded_and_the_rest_is_written(
+    lenet_runs, only, monkeypatch, tmp_path):
+  from bort_jax import explain  # pylint: disable=import-outside-toplevel
+  only("fig5", "table3")
+
+  def broken_rise(*args, **kwargs):
+    raise ValueError("rise broke")
+  monkeypatch.setattr(explain, "rise", broken_rise)
+  config = _tiny_explain()
+  results = report.build(lenet_runs, str(tmp_path), config, title="t",
+                         command="c", progress=False)
+  assert explain_cli.write(results, str(tmp_path)) == 1
+  assert results["errors"] == [
+      {"analysis": "fig5", "model": "LeNet", "part": f"RISE on the {opt} run",
+       "error": "ValueError: rise broke"} for opt in ("SGD", "Bort-S")]
+  rows = results["models"]["lenet"]["sections"]["table3"]
+  assert sorted(rows) == sorted(f"{m} · {o}" for m in ("IG", "XRAI",
+                                                       "GuidedIG", "SAT")
+                                for o in ("SGD", "Bort-S"))
+  (claim,) = results["claims"]
+  assert claim["id"] == "table3" and len(claim["evidence"]) == 2
+  markdown = (tmp_path / "report.md").read_text()
+  assert ("- `fig5` on LeNet (RISE on the SGD run): ValueError: rise broke"
+          in markdown)
+
+
+def _without_write_permission():
+  """argv prefix that runs a command unable to bypass file permissions."""
+  if os.geteuid() != 0:
+    return []
+  if shutil.which("setpriv") is None:
+    pytest.skip("running as root without setpriv: cannot make a directory "
+                "read-only for the command")
+  return ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+          "--inh-caps=-dac_override,-dac_read_search", "--"]
+
+
+@pytest.mark.parametrize("module, flag", [("experiments.explain", "--out"),
+                                          ("experiments.quickstart",
+                                           "--workdir")])
+def test_a_read_only_report_directory_fails_before_any_work(module, flag,
+                                                            tmp_path):
+  read_only = tmp_path / "read_only"
+  read_only.mkdir()
+  read_only.chmod(0o555)
+  argv = [*_without_write_permission(), sys.executable, "-m", module,
+          f"{flag}={read_only}"]
+  if module == "experiments.explain":
+    # A --workdir that does not exist: were any work done first, that error
+    # would be the one raised.
+    argv.append(f"--workdir={tmp_path / 'no_such_runs'}")
+  result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          check=False)
+  assert result.returncode != 0
+  assert (f"PermissionError: the report directory '{read_only}' is not "
+          "writable" in result.stderr), result.stderr[-2000:]
+  assert "training" not in result.stdout
+  assert list(read_only.iterdir()) == []
