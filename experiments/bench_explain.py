@@ -21,7 +21,8 @@ images, all in one run:
 * GuidedIG: ``bort_jax.explain.guided_ig`` (native JAX: one jitted call, all
   images share one gradient call per step) vs PAIR saliency's ``GuidedIG``
   (a per-image Python loop calling the same jitted gradient function), on
-  the same images (skipped when PAIR's GuidedIG cannot run: numpy >= 2.4).
+  the same images (PAIR's run with np.quantile's removed ``interpolation=``
+  keyword mapped to ``method=``, experiments/pair_numpy.py).
 
 Each loop's result is checked against the vectorised one (GuidedIG's is
 reported, not asserted: PAIR's path is float64, ours float32).  Prints images/s
@@ -39,7 +40,6 @@ import os
 import platform
 import sys
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ from bort_jax.explain import _common
 from bort_jax.explain import activation_tracking
 from bort_jax.explain import attribution
 from bort_jax.explain import metrics
+from experiments import pair_numpy
 
 
 def random_model(width: float, seed: int = 0):
@@ -167,9 +168,7 @@ def pair_guided_ig_loop(model, x, steps):
   targets = np.asarray(attribution.resolved_targets(model, x, None))
   call = attribution.pair_call_model_function(model)
   explainer = saliency_core.GuidedIG()
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*interpolation=.*",
-                            category=DeprecationWarning)
+  with pair_numpy.quantile_accepts_interpolation():
     return np.stack([
         explainer.GetMask(np.asarray(image), call,
                           call_model_args={"target": int(t)}, x_steps=steps)
@@ -270,22 +269,18 @@ def main(argv=None):
   gig = f"GuidedIG, {steps} steps"
   rows.append((gig, "explain.guided_ig (native JAX, batched)", t_native,
                None))
-  if np.lib.NumpyVersion(np.__version__) < "2.4.0":
-    pair_guided_ig_loop(model, x[:1], 2)  # compile the gradient function
-    start = time.perf_counter()
-    pair = pair_guided_ig_loop(model, x, steps)
-    t_pair = time.perf_counter() - start
-    # Not asserted: PAIR walks the path in float64, we in float32, and the
-    # path is discontinuous in its selections, so the two may drift apart
-    # (the tests check agreement on small models; in float64, with
-    # JAX_ENABLE_X64=1, the two agree to ~1e-8 on this model).
-    gap = float(np.abs(ours - pair).sum() / np.abs(pair).sum())
-    rows.append((gig, "PAIR GuidedIG, loop over images (same jitted "
-                 f"gradient; L1 difference {gap:.1e} of PAIR's)", t_pair,
-                 t_pair / t_native))
-  else:
-    print(f"PAIR's GuidedIG needs numpy < 2.4 (found {np.__version__}): "
-          "its row is skipped")
+  pair_guided_ig_loop(model, x[:1], 2)  # compile the gradient function
+  start = time.perf_counter()
+  pair = pair_guided_ig_loop(model, x, steps)
+  t_pair = time.perf_counter() - start
+  # Not asserted: PAIR walks the path in float64, we in float32, and the
+  # path is discontinuous in its selections, so the two may drift apart
+  # (the tests check agreement on small models; in float64, with
+  # JAX_ENABLE_X64=1, the two agree to ~1e-8 on this model).
+  gap = float(np.abs(ours - pair).sum() / np.abs(pair).sum())
+  rows.append((gig, "PAIR GuidedIG, loop over images (same jitted "
+               f"gradient; L1 difference {gap:.1e} of PAIR's)", t_pair,
+               t_pair / t_native))
 
   command = "python -m experiments.bench_explain " + " ".join(
       argv if argv is not None else sys.argv[1:])

@@ -13,6 +13,7 @@ from scipy import ndimage
 from bort_jax import explain
 from bort_jax.explain import attribution
 import explain_fixtures as F
+from experiments import pair_numpy
 
 
 def test_cam_equals_formula():
@@ -171,13 +172,7 @@ def _plain_call_model_function(model):
 
 
 # PAIR's GuidedIG calls np.quantile(interpolation=...), which numpy 2.4
-# removed; our GuidedIG is native and is checked against PAIR's while it runs.
-_PAIR_GUIDED_IG_RUNS = np.lib.NumpyVersion(np.__version__) < "2.4.0"
-
-
-@pytest.mark.skipif(not _PAIR_GUIDED_IG_RUNS,
-                    reason="PAIR's GuidedIG needs numpy < 2.4")
-@pytest.mark.filterwarnings("ignore:the `interpolation=` argument")
+# removed; it runs here with that keyword mapped to method=.
 @pytest.mark.parametrize("steps,max_dist,fraction,baseline", [
     (16, 0.02, 0.25, None), (10, 0.1, 0.5, 0.3), (8, 0.0, 0.25, None)])
 def test_guided_ig_agrees_with_pair(steps, max_dist, fraction, baseline):
@@ -188,10 +183,11 @@ def test_guided_ig_agrees_with_pair(steps, max_dist, fraction, baseline):
   predicted = np.asarray(model(x)).argmax(-1)
   base = None if baseline is None else np.full(x.shape[1:], baseline)
   for b in range(2):
-    want = saliency_core.GuidedIG().GetMask(
-        np.asarray(x[b]), _plain_call_model_function(model),
-        {"target": int(predicted[b])}, x_baseline=base, x_steps=steps,
-        fraction=fraction, max_dist=max_dist)
+    with pair_numpy.quantile_accepts_interpolation():
+      want = saliency_core.GuidedIG().GetMask(
+          np.asarray(x[b]), _plain_call_model_function(model),
+          {"target": int(predicted[b])}, x_baseline=base, x_steps=steps,
+          fraction=fraction, max_dist=max_dist)
     np.testing.assert_allclose(ours[b], want, rtol=1e-4, atol=1e-5)
 
 

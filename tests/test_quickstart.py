@@ -200,18 +200,21 @@ def test_report_numbers_recompute_from_the_saved_runs(demo):
 
   workdir, document, _ = demo
   entry = document["models"]["acnn_small_mnist_w0.25"]
-  model, config = train.load_trained(workdir / entry["runs"]["Bort-S"]["workdir"])
+  (run,) = entry["runs"]["Bort-S"]
+  model, config = train.load_trained(workdir / run["workdir"])
   batch = next(iter(data.load(config.dataset, split="test", batch_size=4,
                               train=False)))
   images = jnp.asarray(batch["image"])
   ig = explain.integrated_gradients(model, images, steps=4)
   auc = explain.deletion_insertion(model, images, ig, step=196)
-  np.testing.assert_allclose(entry["table3"]["IG"]["Bort-S"]["deletion"],
+  table3 = entry["sections"]["table3"]["IG · Bort-S"]
+  np.testing.assert_allclose(table3["deletion AUC"],
                              float(np.mean(auc.deletion_auc)), rtol=1e-5)
-  np.testing.assert_allclose(entry["table3"]["IG"]["Bort-S"]["insertion"],
+  np.testing.assert_allclose(table3["insertion AUC"],
                              float(np.mean(auc.insertion_auc)), rtol=1e-5)
   ratios = explain.reconstruction_ratios(model, images)
-  reported = entry["reconstruction_ratio"]["Bort-S"]
+  reported = {layer: by_opt["Bort-S"]
+              for layer, by_opt in entry["sections"]["fig3b"].items()}
   assert set(reported) == set(ratios)
   for layer, ratio in ratios.items():
     np.testing.assert_allclose(reported[layer], float(np.mean(ratio)),
@@ -249,7 +252,8 @@ def test_explain_cli_discovers_runs_and_groups_them_by_model(demo, tmp_path):
   assert list(models["acnn_small_mnist_w0.25"]["runs"]) == ["Bort-S"]
   for key, name in [("lenet", "lenet_sgd"), ("lenet", "lenet_bort_sgd"),
                     ("acnn_small_mnist_w0.25", "acnn_small_mnist_bort_sgd")]:
-    found = [run["workdir"] for run in models[key]["runs"].values()]
+    found = [run["workdir"] for runs_of_opt in models[key]["runs"].values()
+             for run in runs_of_opt]
     assert any(pathlib.Path(w).name == name for w in found), (key, found)
 
   # A folder with no run in it: a clear error, no report.

@@ -107,6 +107,11 @@ def analyze_model(key: str, group: dict, ctx: Context, out_dir: str,
                      ("claim", analysis.claim and analysis.claim.differences)):
       if fn is None:
         continue
+      if part == "claim" and len(measured) < 2:
+        # Not an error: a folder may hold one optimizer's runs of a model.
+        differences[analysis.id] = (f"not compared: only {list(measured)} "
+                                    f"was trained")
+        continue
       try:
         value = fn(measured, ctx)
         if part == "summary":
