@@ -2,9 +2,12 @@
 
 ``workdir/checkpoints/<step>/`` holds ``state`` (the arrays, sharded as they
 were on the mesh) and ``data`` (the iterator's JSON state, so a resumed run sees
-exactly the batches it would have seen). Orbax writes each step to a temporary
-directory and renames it when complete, so an interrupted save never replaces a
-good checkpoint; a checkpoint that cannot be read raises
+exactly the batches it would have seen). Saves are asynchronous: ``save``
+returns once the arrays are copied off the devices, and orbax writes them in a
+background thread while training goes on (the next ``save``, ``restore`` and
+``close`` wait for it). Orbax writes each step to a temporary directory and
+renames it when complete, so an interrupted save never replaces a good
+checkpoint; a checkpoint that cannot be read raises
 :class:`CheckpointError` naming its directory and is left untouched.
 
 A state holding a NaN or an infinity is never written (:class:`DivergenceError`
@@ -78,7 +81,7 @@ class Checkpointer:
     self.every_steps = every_steps
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=False)
+        enable_async_checkpointing=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data"))
 
@@ -86,6 +89,8 @@ class Checkpointer:
     return self.directory / str(step)
 
   def latest_step(self) -> Optional[int]:
+    """The newest step written completely (a save in flight is waited for)."""
+    self._manager.wait_until_finished()
     return self._manager.latest_step()
 
   def should_save(self, step: int, final: bool = False) -> bool:
@@ -108,7 +113,6 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_storable(state)),
         data=ocp.args.JsonSave(data_state)))
-    self._manager.wait_until_finished()
 
   def restore(self, step: int, template):
     """``(state, data_state)`` of ``step``, laid out like ``template``.
@@ -117,6 +121,7 @@ class Checkpointer:
       CheckpointError: naming the step's directory, when it cannot be read or
         its arrays do not have the template's shapes and dtypes.
     """
+    self._manager.wait_until_finished()
     path = self.step_dir(step)
     target = _abstract(_storable(template))
     try:
