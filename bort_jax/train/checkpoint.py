@@ -93,6 +93,12 @@ class Checkpointer:
     self._manager.wait_until_finished()
     return self._manager.latest_step()
 
+  def newest_kept(self) -> str:
+    """What a diverged run leaves to resume from, for its error message."""
+    latest = self.latest_step()
+    return (f"the newest checkpoint ({self.step_dir(latest)}) is finite and "
+            f"is kept" if latest is not None else "no checkpoint exists yet")
+
   def should_save(self, step: int, final: bool = False) -> bool:
     return (final or step % self.every_steps == 0) and (
         step not in self._manager.all_steps())
@@ -102,14 +108,11 @@ class Checkpointer:
     ``state`` is not finite."""
     bad = nonfinite_paths(state)
     if bad:
-      latest = self.latest_step()
-      kept = (f"the newest checkpoint, {self.step_dir(latest)}, is finite and "
-              f"is kept" if latest is not None else "no checkpoint exists yet")
       raise DivergenceError(
           f"the train state is not finite at step {step} (NaN/inf in "
           f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}); no "
-          f"checkpoint was written and {kept}. Lower learning_rate or lam "
-          f"and resume.")
+          f"checkpoint was written and {self.newest_kept()}. Lower "
+          f"learning_rate or lam and resume.")
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_storable(state)),
         data=ocp.args.JsonSave(data_state)))

@@ -92,14 +92,10 @@ def _check_losses(pending: list, step: int, schedule, checkpointer) -> list:
   for offset, loss in enumerate(losses):
     if not math.isfinite(loss):
       bad_step = step - len(losses) + 1 + offset
-      latest = checkpointer.latest_step()
-      kept = (f"the newest checkpoint ({checkpointer.step_dir(latest)}) is "
-              f"finite and is kept" if latest is not None else
-              "no checkpoint exists yet")
       raise checkpoint_lib.DivergenceError(
           f"train loss became {loss} at step {bad_step} (lr="
-          f"{float(schedule(bad_step - 1))}); {kept}. Lower learning_rate "
-          f"or lam and resume.")
+          f"{float(schedule(bad_step - 1))}); {checkpointer.newest_kept()}. "
+          f"Lower learning_rate or lam and resume.")
   return losses
 
 
