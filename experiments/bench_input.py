@@ -1,22 +1,28 @@
-"""Images/s per host core of the ImageNet train transform (Tables 6–7).
+"""Images/s per host core of the ImageNet train transform (Tables 6–7), old vs new.
 
 Makes JPEGs at ImageNet sizes (500×375 and the like, smooth content plus
-noise, quality 90) in memory, then times JPEG decode + ``transform_example``
-(random-resized crop 224, flip, RandAugment, colour jitter, random erasing,
-the recipe's augmentation splits) + the recipe's per-batch Mixup/CutMix,
-three ways in the same run:
+noise, quality 90) in memory, then times, interleaved in the same run (best of
+``--repeats``), for each recipe (``deit``: 1 split + Mixup/CutMix; ``cnn``: the
+CNN recipe's 3 augmentation splits):
 
-* ``serial``: one thread; its rate is the per-core baseline.
-* ``threads``: ``ThreadPoolExecutor`` over all host cores (what
-  ``bort_jax.data``'s iterator runs). PIL releases the GIL inside decode and
-  most ops, numpy inside large array ops; the Python glue between them does not.
-* ``processes``: a ``multiprocessing`` pool over all host cores (what
-  grain's worker processes would give), results pickled back to the parent.
+* ``old``: the path before the host/device split (``experiments/input_baseline.py``):
+  full-size decode, float32 on the host (normalise, numpy erasing noise), the
+  per-batch Mixup/CutMix in numpy.
+* ``new``: ``bort_jax.data``'s iterator over the JPEG bytes (``finish=False``): the
+  crop box drawn from the JPEG header, decode at 1/2–1/8 size when the box allows,
+  uint8 PIL ops, erasing/mixing parameters drawn on the host. What the host does.
+* ``finish``: the device half (``finish_batch``: normalise, erasing noise, mixing,
+  targets), jitted on this machine's CPU, per image; on the accelerator it overlaps
+  with the train step and is not host work.
 
-It prints images/s, per-core images/s and each way's projection to a
-16-core host (per-core rate × 16), against the 5,000 img/s target.
+Each path runs ``serial`` (one thread: the per-core rate) and with ``threads``
+(what the iterator runs). Printed: images/s, per core, the 16-core projection
+(per-core × 16) against the 5,000 img/s target, new vs old, the bytes per image
+that cross to the device, and how far the reduced-size decode moves the output
+(mean |Δ| and PSNR of the new uint8 output vs the same draws decoded at full
+size), with the load average (timings on a shared machine are noisy).
 
-    python -m experiments.bench_input [--recipes deit,cnn] [--images 128]
+    python -m experiments.bench_input [--recipes deit,cnn] [--images 96] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,14 +31,16 @@ import argparse
 import concurrent.futures
 import io
 import json
-import multiprocessing
 import os
 import time
 
+import jax
 import numpy as np
 from PIL import Image
 
-from bort_jax.data import augment
+from bort_jax.data import augment, base, finish
+from bort_jax.data.iterator import DataIterator
+from experiments import input_baseline
 from experiments.configs import recipes
 
 # Table 2 rows whose Table 7 augmentation is timed: one split (DeiT) and the
@@ -41,6 +49,7 @@ RECIPES = {"deit": ("deit_small", "adamw"), "cnn": ("resnet50", "sgd")}
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 SIZES = ((500, 375), (375, 500), (500, 333), (640, 480), (500, 400))
+NUM_CLASSES = 1000
 TARGET_IMAGES_PER_SEC = 5000
 HOST_CORES = 16
 
@@ -63,102 +72,169 @@ def make_jpegs(count: int, seed: int = 0) -> list[bytes]:
   return files
 
 
-def train_transform(recipe: str) -> augment.ExampleTransform:
+def train_transform(recipe: str, reduced_decode=True) -> augment.ExampleTransform:
   config = recipes.imagenet(*RECIPES[recipe])
   plan = augment.make_plan(config.augment)
   return augment.ExampleTransform(
       plan=plan, train=True, crop_size=(plan.crop_size, plan.crop_size),
-      eval_resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+      eval_resize=None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+      reduced_decode=reduced_decode)
 
 
-def decode_and_transform(jpeg: bytes, seed: int,
-                         transform: augment.ExampleTransform) -> np.ndarray:
-  image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-  return augment.transform_example(image, np.random.default_rng(seed),
-                                   transform)
+def jpeg_iterator(jpegs, transform, batch, threads) -> DataIterator:
+  """The library's iterator over the JPEG bytes, yielding host batches."""
+  labels = np.arange(len(jpegs), dtype=np.int32) % NUM_CLASSES
+  source = base.Source(
+      name="jpegs", num_examples=len(jpegs), num_classes=NUM_CLASSES,
+      image_shape=None, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+      read=lambda indices: ([jpegs[i] for i in indices], labels[indices]))
+  return DataIterator(source, transform, batch_size=batch, train=True, seed=0,
+                      process_index=0, process_count=1, num_threads=threads,
+                      finished=False)
 
 
-_WORKER_TRANSFORM = None
-
-
-def _worker_init(recipe):
-  global _WORKER_TRANSFORM
-  _WORKER_TRANSFORM = train_transform(recipe)
-
-
-def _worker(job):
-  jpeg, seed = job
-  return decode_and_transform(jpeg, seed, _WORKER_TRANSFORM)
-
-
-def mix(views: list[np.ndarray], transform, rng) -> None:
-  """The per-batch stage: stack, then Mixup/CutMix + label smoothing."""
+def old_batch(jobs, transform, rng, pool):
+  """One batch the old way: decode + float transform per image, then mixing."""
+  one = lambda job: input_baseline.transform_example(
+      input_baseline.decode(job[0]), np.random.default_rng(job[1]), transform)
+  views = list(pool.map(one, jobs)) if pool else [one(job) for job in jobs]
   images = np.stack(views, axis=views[0].ndim - 3)
-  labels = rng.integers(0, 1000, images.shape[images.ndim - 4])
-  augment.mix_batch(images, labels, 1000, transform.plan, rng)
+  labels = rng.integers(0, NUM_CLASSES, len(jobs))
+  return input_baseline.mix_batch(images, labels, NUM_CLASSES, transform.plan, rng)
 
 
-def time_way(way: str, recipe: str, jpegs, workers: int, batch: int) -> float:
-  """Seconds for all ``jpegs`` (transform + per-batch mixing)."""
+def time_old(recipe, jpegs, batch, threads) -> float:
   transform = train_transform(recipe)
   jobs = [(jpeg, seed) for seed, jpeg in enumerate(jpegs)]
   rng = np.random.default_rng(0)
-  if way == "processes":
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _worker_init, (recipe,)) as pool:
-      pool.map(_worker, jobs[:workers])  # start-up and imports, not timed
-      start = time.perf_counter()
-      for i in range(0, len(jobs), batch):
-        mix(pool.map(_worker, jobs[i:i + batch], chunksize=4), transform, rng)
-      return time.perf_counter() - start
-  one = lambda job: decode_and_transform(job[0], job[1], transform)
-  if way == "threads":
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-      list(pool.map(one, jobs[:workers]))
-      start = time.perf_counter()
-      for i in range(0, len(jobs), batch):
-        mix(list(pool.map(one, jobs[i:i + batch])), transform, rng)
-      return time.perf_counter() - start
-  one(jobs[0])
-  start = time.perf_counter()
-  for i in range(0, len(jobs), batch):
-    mix([one(job) for job in jobs[i:i + batch]], transform, rng)
-  return time.perf_counter() - start
+  pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
+  try:
+    old_batch(jobs[:threads], transform, rng, pool)  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(jobs) - batch + 1, batch):
+      old_batch(jobs[i:i + batch], transform, rng, pool)
+    return time.perf_counter() - start
+  finally:
+    if pool:
+      pool.shutdown()
+
+
+def time_new(recipe, jpegs, batch, threads) -> tuple[float, list]:
+  """Seconds for the host half over all whole batches, and those batches."""
+  iterator = jpeg_iterator(jpegs, train_transform(recipe), batch, threads)
+  try:
+    iterator._batch(1, 0)  # warm-up (another epoch: the timed batches stay fresh)
+    start = time.perf_counter()
+    batches = [next(iterator) for _ in range(iterator.steps_per_epoch)]
+    return time.perf_counter() - start, batches
+  finally:
+    iterator.close()
+
+
+def time_finish(recipe, jpegs, batches, repeats) -> float:
+  """Seconds per image of the jitted device half on this host's CPU."""
+  iterator = jpeg_iterator(jpegs, train_transform(recipe), len(batches[0]["label"]), 1)
+  jax.block_until_ready(iterator.finish(batches[0]))  # compile
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for batch in batches:
+      jax.block_until_ready(iterator.finish(batch))
+    best = min(best, time.perf_counter() - start)
+  return best / (len(batches) * len(batches[0]["label"]))
+
+
+def decode_error(recipe, jpegs) -> dict:
+  """The new uint8 output with reduced-size decode vs the same draws at full size."""
+  reduced, full = train_transform(recipe), train_transform(recipe, reduced_decode=False)
+  diffs, scales = [], []
+  for seed, jpeg in enumerate(jpegs):
+    a = augment.transform_example(jpeg, np.random.default_rng(seed), reduced)["image"]
+    b = augment.transform_example(jpeg, np.random.default_rng(seed), full)["image"]
+    diffs.append(np.abs(a.astype(np.int16) - b).astype(np.float64))
+    pil = Image.open(io.BytesIO(jpeg))
+    _, _, h, w = augment.random_resized_crop_box(np.random.default_rng(seed),
+                                                 pil.height, pil.width)
+    scales.append(augment.draft_scale((h, w), reduced.crop_size))
+  diffs = np.stack(diffs)
+  mse = float(np.mean(diffs ** 2))
+  return {"mean_abs_diff": float(diffs.mean()),
+          "psnr_db": float(10 * np.log10(255.0 ** 2 / mse)) if mse else float("inf"),
+          "reduced_fraction": float(np.mean(np.asarray(scales) > 1)),
+          "scales": {int(s): int(np.sum(np.asarray(scales) == s)) for s in set(scales)}}
+
+
+def bytes_per_image(recipe, jpegs, host_batch) -> tuple[float, float]:
+  """Bytes per example crossing to the device: old float batch vs new host batch."""
+  transform = train_transform(recipe)
+  n = len(host_batch["label"])
+  jobs = [(jpeg, seed) for seed, jpeg in enumerate(jpegs[:n])]
+  images, targets = old_batch(jobs, transform, np.random.default_rng(0), None)
+  old = images.nbytes + targets.nbytes + 2 * 4 * n + n  # + label, mask
+  return old / n, finish.batch_nbytes(host_batch) / n
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--recipes", default=",".join(RECIPES))
-  parser.add_argument("--images", type=int, default=128)
+  parser.add_argument("--images", type=int, default=96)
   parser.add_argument("--batch", type=int, default=32)
-  parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+  parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+  parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
+  if args.images < args.batch:
+    parser.error(f"--images {args.images} must be >= --batch {args.batch}")
   jpegs = make_jpegs(args.images)
-  print(f"{args.images} JPEGs, mean {np.mean([len(j) for j in jpegs]) / 1e3:.0f}"
-        f" kB; {args.workers} worker(s) on {os.cpu_count()} core(s); "
-        f"projection: per-core rate x {HOST_CORES} vs {TARGET_IMAGES_PER_SEC}")
-  print(f"{'recipe':<7}{'way':<11}{'img/s':>9}{'per core':>10}"
-        f"{f'x{HOST_CORES} cores':>12}{'vs serial':>11}")
-  rows = []
+  timed = args.images - args.images % args.batch
+  print(f"{args.images} JPEGs ({timed} timed), mean "
+        f"{np.mean([len(j) for j in jpegs]) / 1e3:.0f} kB; {args.threads} thread(s) on "
+        f"{os.cpu_count()} core(s); best of {args.repeats}; load average "
+        f"{os.getloadavg()[0]:.1f}; projection: per-core rate x {HOST_CORES} vs "
+        f"{TARGET_IMAGES_PER_SEC}")
+  results = {"cores": os.cpu_count(), "threads": args.threads, "images": timed,
+             "batch": args.batch, "load_before": os.getloadavg()[0], "recipes": {}}
   for recipe in args.recipes.split(","):
-    serial = None
-    for way in ("serial", "threads", "processes"):
-      workers = 1 if way == "serial" else args.workers
-      seconds = time_way(way, recipe, jpegs, workers, args.batch)
-      rate = args.images / seconds
-      serial = serial or rate
-      row = {"recipe": recipe, "way": way, "workers": workers,
-             "images_per_sec": rate, "per_core": rate / workers,
-             "projected_16_cores": HOST_CORES * rate / workers,
-             "vs_serial": rate / serial}
-      rows.append(row)
-      print(f"{recipe:<7}{way:<11}{rate:>9.1f}{row['per_core']:>10.1f}"
-            f"{row['projected_16_cores']:>12.0f}{row['vs_serial']:>11.2f}",
-            flush=True)
+    best = {}
+    batches = None
+    for _ in range(args.repeats):  # interleaved: load changes hit both paths alike
+      for way, threads in (("serial", 1), ("threads", args.threads)):
+        old = time_old(recipe, jpegs, args.batch, threads)
+        new, batches = time_new(recipe, jpegs, args.batch, threads)
+        for path, seconds in (("old", old), ("new", new)):
+          best[path, way] = min(best.get((path, way), float("inf")), seconds)
+    finish_s = time_finish(recipe, jpegs, batches, args.repeats)
+    error = decode_error(recipe, jpegs)
+    old_bytes, new_bytes = bytes_per_image(recipe, jpegs, batches[0])
+    rows = []
+    print(f"\n{recipe}: reduced-size decode for {error['reduced_fraction']:.0%} of the "
+          f"crops (scale: count {error['scales']}); vs full decode mean |diff| "
+          f"{error['mean_abs_diff']:.2f} / 255, PSNR {error['psnr_db']:.1f} dB; bytes per "
+          f"image to the device {old_bytes / 1e3:.0f} kB -> {new_bytes / 1e3:.0f} kB "
+          f"({old_bytes / new_bytes:.2f}x fewer); device half (finish_batch, jitted, "
+          f"this CPU) {finish_s * 1e3:.2f} ms/img")
+    print(f"{'path':<6}{'way':<9}{'img/s':>9}{'per core':>10}"
+          f"{f'x{HOST_CORES} cores':>12}{'new/old':>9}")
+    for way in ("serial", "threads"):
+      workers = 1 if way == "serial" else args.threads
+      for path in ("old", "new"):
+        rate = timed / best[path, way]
+        row = {"path": path, "way": way, "workers": workers, "images_per_sec": rate,
+               "per_core": rate / workers,
+               "projected_16_cores": HOST_CORES * rate / workers,
+               "new_vs_old": best["old", way] / best[path, way]}
+        rows.append(row)
+        print(f"{path:<6}{way:<9}{rate:>9.1f}{row['per_core']:>10.1f}"
+              f"{row['projected_16_cores']:>12.0f}{row['new_vs_old']:>9.2f}", flush=True)
+    results["recipes"][recipe] = {
+        "rows": rows, "finish_ms_per_image_cpu": finish_s * 1e3,
+        "bytes_per_image_old": old_bytes, "bytes_per_image_new": new_bytes,
+        "decode": error}
+  results["load_after"] = os.getloadavg()[0]
+  print(f"\nload average after: {results['load_after']:.1f}")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"cores": os.cpu_count(), "rows": rows}, f, indent=2)
+      json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

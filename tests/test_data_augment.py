@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bort_jax import data
-from bort_jax.data import augment
+from bort_jax.data import augment, finish
 
 
 def _plan(**knobs):
@@ -14,20 +14,33 @@ def _plan(**knobs):
 
 
 def _constant_batch(batch=6, size=8):
-  """Example i is an image filled with the value i, labelled i."""
-  values = np.arange(batch, dtype=np.float32)
+  """Example i is a uint8 image filled with the value 10·i, labelled i."""
+  values = 10 * np.arange(batch, dtype=np.uint8)
   images = np.broadcast_to(values[:, None, None, None], (batch, size, size, 3)).copy()
   return images, np.arange(batch, dtype=np.int32)
 
 
+_IDENTITY = ((0.0,) * 3, (1.0,) * 3)  # mean, std that leave pixel values as they are
+
+
+def _finish(images, labels, num_classes, plan, seed, smoothing=None):
+  """The host draws of `plan` for one batch, then the device finish."""
+  augment_params = augment.mix_params(np.random.default_rng(seed), plan,
+                                      *images.shape[-3:-1], len(labels))
+  spec = finish.FinishSpec(*_IDENTITY, num_classes=num_classes,
+                           label_smoothing=plan.label_smoothing)
+  out = finish.finish_batch({"image": images, "label": labels, "mask": labels >= 0,
+                             "augment": augment_params}, spec)
+  return np.asarray(out["image"]), np.asarray(out["targets"]), augment_params
+
+
 @pytest.mark.parametrize("knobs", [
     {"mixup": 0.8}, {"cutmix": 1.0}, {"mixup": 0.8, "cutmix": 1.0},
-    {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}, {"label_smoothing": 0.1}])
+    {"mixup": 0.8, "cutmix": 1.0, "label_smoothing": 0.1}])
 def test_mixed_targets_rows_sum_to_one(knobs):
   images, labels = _constant_batch()
   for seed in range(5):
-    _, targets = augment.mix_batch(images, labels, 10, _plan(**knobs),
-                                   np.random.default_rng(seed))
+    _, targets, _ = _finish(images, labels, 10, _plan(**knobs), seed)
     assert targets.shape == (6, 10) and targets.dtype == np.float32
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, rtol=1e-6)
     assert np.all(targets >= 0)
@@ -35,21 +48,21 @@ def test_mixed_targets_rows_sum_to_one(knobs):
 
 def test_mixup_mixes_images_and_labels_with_the_same_lambda():
   images, labels = _constant_batch()
-  mixed, targets = augment.mix_batch(images, labels, 6, _plan(mixup=0.8),
-                                     np.random.default_rng(0))
+  mixed, targets, params = _finish(images, labels, 6, _plan(mixup=0.8), 0)
   lam = targets[0, 0]
-  assert 0 < lam < 1
+  assert 0 < lam < 1 and not params["mix_cutmix"].any()
+  np.testing.assert_allclose(params["mix_lam"], lam)
   # Example i is mixed with the reversed batch's example 5 - i.
-  expected = lam * np.arange(6) + (1 - lam) * np.arange(6)[::-1]
-  np.testing.assert_allclose(mixed[:, 0, 0, 0], expected, rtol=1e-5)
+  values = 10 * np.arange(6.0)
+  np.testing.assert_allclose(mixed[:, 0, 0, 0], lam * values + (1 - lam) * values[::-1],
+                             rtol=1e-5)
   np.testing.assert_allclose(targets[np.arange(6), 5 - np.arange(6)], 1 - lam, rtol=1e-6)
 
 
 def test_cutmix_label_mass_equals_pasted_area():
   images, labels = _constant_batch(size=16)
   for seed in range(8):
-    mixed, targets = augment.mix_batch(images, labels, 6, _plan(cutmix=1.0),
-                                       np.random.default_rng(seed))
+    mixed, targets, _ = _finish(images, labels, 6, _plan(cutmix=1.0), seed)
     own = (mixed == images).all(axis=-1).mean(axis=(1, 2))  # fraction of own pixels
     partner = (mixed == images[::-1]).all(axis=-1).mean(axis=(1, 2))
     np.testing.assert_allclose(targets[np.arange(6), labels], own, atol=1e-6)
@@ -58,28 +71,23 @@ def test_cutmix_label_mass_equals_pasted_area():
 
 def test_mix_applies_the_same_mix_to_every_aug_split():
   images, labels = _constant_batch(size=16)
-  splits = np.stack([images, images + 10, images + 20])
-  mixed, targets = augment.mix_batch(splits, labels, 6, _plan(cutmix=1.0),
-                                     np.random.default_rng(3))
+  splits = np.stack([images, images + 1, images + 2])
+  mixed, targets, _ = _finish(splits, labels, 6, _plan(cutmix=1.0), 3)
   assert mixed.shape == splits.shape
-  np.testing.assert_array_equal(mixed[1] - 10, mixed[0])
-  np.testing.assert_array_equal(mixed[2] - 20, mixed[0])
+  np.testing.assert_array_equal(mixed[1] - 1, mixed[0])
+  np.testing.assert_array_equal(mixed[2] - 2, mixed[0])
   assert targets.shape == (6, 6)
 
 
-def test_random_erasing_keeps_shape_dtype_and_erases_a_bounded_box():
-  image = np.zeros((32, 24, 3), np.float32)
+def test_erase_params_draw_a_bounded_box_and_a_key():
   for seed in range(10):
-    erased = augment.random_erasing(image, np.random.default_rng(seed), prob=1.0)
-    assert erased.shape == image.shape and erased.dtype == np.float32
-    changed = (erased != 0).any(axis=-1)
-    rows, cols = np.flatnonzero(changed.any(1)), np.flatnonzero(changed.any(0))
-    area = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
-    assert changed.sum() == area  # one filled rectangle
-    assert 0.02 * 32 * 24 * 0.5 <= area <= 32 * 24 / 3 * 1.5  # timm's (0.02, 1/3) scale
-  untouched = augment.random_erasing(image, np.random.default_rng(0), prob=0.0)
-  assert untouched is image
-  assert np.all(image == 0)  # erasing works on a copy
+    box, key = augment.erase_params(np.random.default_rng(seed), 1.0, 32, 24)
+    top, left, h, w = box
+    assert box.dtype == np.int32 and key.dtype == np.uint32 and key.shape == (2,)
+    assert 0 <= top and top + h <= 32 and 0 <= left and left + w <= 24
+    assert 0.02 * 32 * 24 * 0.5 <= h * w <= 32 * 24 / 3 * 1.5  # timm's (0.02, 1/3) scale
+  box, key = augment.erase_params(np.random.default_rng(0), 0.0, 32, 24)
+  assert not box.any() and not key.any()  # not erased: an empty box
 
 
 def test_random_resized_crop_keeps_dtype_and_box_obeys_scale_and_ratio():
@@ -338,9 +346,9 @@ def test_flip_and_color_jitter_at_a_known_magnitude():
   transform = augment.ExampleTransform(plan, True, (_H, _W), None, (0, 0, 0),
                                        (1, 1, 1))
   flipped = augment.transform_example(_RGB, _FixedRng(0.0), transform)
-  np.testing.assert_array_equal(flipped, _RGB[:, ::-1].astype(np.float32))
+  np.testing.assert_array_equal(flipped["image"], _RGB[:, ::-1])
   kept = augment.transform_example(_RGB, _FixedRng(0.9), transform)
-  np.testing.assert_array_equal(kept, _RGB.astype(np.float32))
+  np.testing.assert_array_equal(kept["image"], _RGB)
 
   dim = (_RGB // 2 + 40).astype(np.uint8)  # no clipping at factor 1.4
   out = augment.from_pil(augment.color_jitter(augment.to_pil(dim),

@@ -4,6 +4,24 @@ deterministic resumable per-process iterators; global batch sharding.
   it = bort_jax.data.load("digits", split="train", batch_size=256, train=True, seed=0)
   batch = next(it)        # {'image': (B, 28, 28, 1) float32, 'label': int32, 'mask': bool}
   batch = bort_jax.data.shard_batch(batch, mesh)   # global jax.Arrays on the data axis
+
+The pipeline has two halves. The host half (`iterator.py`, `augment.py`; decode,
+crops, flips, RandAugment, colour jitter in uint8 PIL, in a thread pool) makes the
+host batch: {'image': uint8 (B, H, W, C) or (S, B, H, W, C), 'label', 'mask'} plus,
+when the recipe erases or mixes, 'augment': the random parameters of the float stages
+drawn from the same seeds (per example: 'erase_box' (B, S, 4), 'erase_key' (B, S, 2);
+per batch, repeated per example: 'mix_lam', 'mix_box', 'mix_cutmix'). The float half,
+`finish_batch(batch, spec)` (jitted; `iterator.finish(batch)` brings the spec),
+normalises, erases, mixes and makes the soft 'targets'. `load` yields finished numpy
+batches by default; a training loop asks for the host batch (`finish=False`), shards it
+and finishes it on the accelerators, so a quarter of the bytes cross:
+
+  it = bort_jax.data.load("imagenet2012", split="train", batch_size=128, train=True,
+                          augment=recipe, finish=False)
+  batch = it.finish(bort_jax.data.shard_batch(next(it), mesh))   # float, sharded
+
+Both are pure functions of (seed, epoch, step, process), so resuming from
+`it.get_state()` gives the same batches either way.
 """
 
 import jax
@@ -11,6 +29,7 @@ import jax
 from bort_jax.data.augment import AUGMENT_DEFAULTS, EVAL_CROP_FRACTION, ExampleTransform
 from bort_jax.data.augment import make_plan
 from bort_jax.data.base import DatasetNotFoundError, Source
+from bort_jax.data.finish import FinishSpec, finish_batch
 from bort_jax.data.iterator import DataIterator
 from bort_jax.data.sharding import shard_batch
 from bort_jax.data.sources import DATASET_NAMES, make_source
@@ -50,7 +69,8 @@ def _resolve_transform(source, plan, image_size, train):
 
 
 def load(name, *, split, batch_size, train, seed=0, data_dir=None, augment=None,
-         image_size=None, process_index=None, process_count=None, num_threads=None):
+         image_size=None, process_index=None, process_count=None, num_threads=None,
+         finish=True):
   """A `DataIterator` over this process's shard of a dataset split.
 
   Args:
@@ -69,6 +89,9 @@ def load(name, *, split, batch_size, train, seed=0, data_dir=None, augment=None,
       default (28, 28, 1).
     process_index, process_count: this process's shard (default: jax's).
     num_threads: decode/augment threads (default min(16, cpus)).
+    finish: True: batches come finished (float32 images, soft targets), as numpy.
+      False: host batches (uint8 images + 'augment' parameters) for
+      `iterator.finish` on the devices.
 
   Raises:
     DatasetNotFoundError: the dataset is not on disk; the message says how to prepare it.
@@ -91,8 +114,8 @@ def load(name, *, split, batch_size, train, seed=0, data_dir=None, augment=None,
   transform = _resolve_transform(source, plan, image_size, train)
   return DataIterator(source, transform, batch_size=batch_size, train=bool(train),
                       seed=seed, process_index=process_index, process_count=process_count,
-                      num_threads=num_threads)
+                      num_threads=num_threads, finished=bool(finish))
 
 
 __all__ = ["AUGMENT_DEFAULTS", "DATASET_NAMES", "DataIterator", "DatasetNotFoundError",
-           "Source", "load", "make_plan", "shard_batch"]
+           "FinishSpec", "Source", "finish_batch", "load", "make_plan", "shard_batch"]

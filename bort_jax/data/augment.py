@@ -1,23 +1,30 @@
-"""The ImageNet training recipes of Tables 6-7 (timm's, Wightman 2019), in numpy and PIL.
+"""The ImageNet training recipes of Tables 6-7 (timm's, Wightman 2019): the host half.
 
-Per example (in the loader, from a per-example numpy Generator):
+Everything here runs per example on uint8 PIL images, or draws the random parameters
+of the float stages that `finish.finish_batch` applies to the whole batch on the
+accelerator. Per example (in the loader, from a per-example numpy Generator):
   primary:   random-resized crop (scale 0.08-1, ratio 3/4-4/3) or eval resize + center
-             crop, then horizontal flip;
+             crop, then horizontal flip. An encoded JPEG is decoded at 1/2, 1/4 or 1/8
+             size (libjpeg's DCT scaling) when the crop box keeps at least the output
+             size in pixels: the box is drawn from the header's size first;
   secondary: RandAugment (timm's "rand-m9-mstd0.5": 2 ops per image, each applied with
              probability 0.5, magnitude ~ N(m, mstd) clipped to [0, mmax]), color jitter;
-  final:     normalise, then Random Erasing (per-pixel normal noise, timm's 'pixel' mode).
+  final:     Random Erasing (timm's 'pixel' mode): the box and a noise key drawn here,
+             the noise and the normalisation made on the device.
 With `aug_splits=S > 1` an example becomes S views [clean, aug_1, ...]: the clean view
-gets only primary + normalise, the others get secondary and erasing too (timm's
+gets only the primary stage, the others get secondary and erasing too (timm's
 AugMixDataset split, used with the JSD loss).
 Per batch: Mixup / CutMix (one lam per batch, partner = the batch reversed, CutMix chosen
-with `mixup_switch_prob` when both are on) and label smoothing, giving soft `targets`.
+with `mixup_switch_prob` when both are on) drawn here, applied on the device with label
+smoothing, giving soft `targets`.
 """
 
+import io
 import math
 from typing import NamedTuple, Optional
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance, ImageFile, ImageOps
 
 INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "nearest": Image.NEAREST}
@@ -195,20 +202,70 @@ def from_pil(pil):
   return array[..., None] if array.ndim == 2 else array
 
 
-def random_resized_crop(pil, rng, size, interpolation="bicubic"):
+ENCODED = (bytes, bytearray, memoryview)
+DRAFT_SCALES = (8, 4, 2)  # the DCT scalings libjpeg decodes at (1/8, 1/4, 1/2)
+_MODES = {1: "L", 3: "RGB"}
+
+
+def open_image(image):
+  """A uint8 (h, w, C) array -> PIL image; an encoded image file (bytes) -> a lazily
+  opened PIL image: its size is read from the header, its pixels are decoded by the
+  first resize/crop (`crop_resize` decodes a JPEG at reduced size when it can)."""
+  if isinstance(image, ENCODED):
+    return Image.open(io.BytesIO(image))
+  return to_pil(np.asarray(image))
+
+
+def in_mode(pil, channels):
+  """`pil` with `channels` (1: "L", 3: "RGB"); decoded files may be grey or CMYK."""
+  mode = _MODES[channels]
+  return pil if pil.mode == mode else pil.convert(mode)
+
+
+def draft_scale(box_size, size):
+  """The largest DCT scaling s (8, 4, 2, else 1) at which a crop box of
+  `box_size` = (h, w) source pixels still has at least `size` = (h, w) pixels."""
+  for scale in DRAFT_SCALES:
+    if box_size[0] >= scale * size[0] and box_size[1] >= scale * size[1]:
+      return scale
+  return 1
+
+
+def crop_resize(pil, box, size, interpolation="bicubic", reduced_decode=True):
+  """The region `box` = (left, top, right, bottom) of `pil` (full-size source
+  coordinates) resized to `size` = (h, w), in one resample.
+
+  A JPEG not yet decoded is decoded at 1/`draft_scale` of its size when
+  `reduced_decode`; the box is scaled with it (DCT scaling by s maps the source pixel
+  edge x to x / s exactly).
+  """
+  scale = 1
+  if reduced_decode and isinstance(pil, ImageFile.ImageFile) and pil.tile:  # not loaded
+    wanted = draft_scale((box[3] - box[1], box[2] - box[0]), size)
+    full_width = pil.width
+    drafted = pil.draft(pil.mode, (pil.width // wanted, pil.height // wanted)) \
+        if wanted > 1 else None
+    if drafted is not None:  # None: not a JPEG, no DCT scaling
+      scale = round(full_width / drafted[1][2])
+  return pil.resize((size[1], size[0]), INTERPOLATIONS[interpolation],
+                    box=tuple(c / scale for c in box))
+
+
+def random_resized_crop(pil, rng, size, interpolation="bicubic", reduced_decode=True):
   """Random-resized crop of a PIL image to `size` = (height, width)."""
   top, left, h, w = random_resized_crop_box(rng, pil.height, pil.width)
-  return pil.resize((size[1], size[0]), INTERPOLATIONS[interpolation],
-                    box=(left, top, left + w, top + h))
+  return crop_resize(pil, (left, top, left + w, top + h), size, interpolation,
+                     reduced_decode)
 
 
-def resize_center_crop(pil, resize, size, interpolation="bicubic"):
+def resize_center_crop(pil, resize, size, interpolation="bicubic", reduced_decode=True):
   """Resize the shorter side to `resize` (aspect kept), then center-crop `size` (h, w)."""
   if resize is not None and min(pil.size) != resize:
     scale = resize / min(pil.size)
     new_h = max(size[0], round(pil.height * scale))
     new_w = max(size[1], round(pil.width * scale))
-    pil = pil.resize((new_w, new_h), INTERPOLATIONS[interpolation])
+    pil = crop_resize(pil, (0, 0, pil.width, pil.height), (new_h, new_w), interpolation,
+                      reduced_decode)
   if pil.height < size[0] or pil.width < size[1]:
     raise ValueError(f"image {pil.height}x{pil.width} is smaller than the crop {size}; "
                      f"set eval_resize >= crop_size")
@@ -351,22 +408,12 @@ def color_jitter(pil, rng, strength):
 # ------------------------------------------------------------------------------ final
 
 
-def normalize(images, mean, std):
-  """uint8 images (arrays or a PIL image) -> float32 (x - mean) / std, per channel.
-
-  `mean`/`std` are on the 0..255 scale.
-  """
-  if isinstance(images, Image.Image):
-    images = from_pil(images)
-  scale = np.float32(1.0) / np.asarray(std, np.float32)
-  return (images - np.asarray(mean, np.float32)) * scale
-
-
-def random_erasing(image, rng, prob, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), attempts=10):
-  """timm Random Erasing ('pixel' mode) on a normalised float (H, W, C) image, a copy."""
+def erase_box(rng, prob, height, width, scale=(0.02, 1 / 3), ratio=(0.3, 3.3),
+              attempts=10):
+  """timm Random Erasing's box draws for one (height, width) view: (top, left, h, w),
+  or None when the view is not erased."""
   if rng.random() >= prob:
-    return image
-  height, width, channels = image.shape
+    return None
   area = height * width
   target = area * rng.uniform(*scale, size=attempts)
   aspect = np.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1]), size=attempts))
@@ -374,13 +421,20 @@ def random_erasing(image, rng, prob, scale=(0.02, 1 / 3), ratio=(0.3, 3.3), atte
   ws = np.round(np.sqrt(target / aspect)).astype(int)
   fits = np.flatnonzero((hs > 0) & (ws > 0) & (hs < height) & (ws < width))
   if not fits.size:
-    return image
+    return None
   h, w = int(hs[fits[0]]), int(ws[fits[0]])
-  top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
-  erased = image.copy()
-  erased[top:top + h, left:left + w] = rng.standard_normal((h, w, channels),
-                                                           dtype=np.float32)
-  return erased
+  return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+
+
+def erase_params(rng, prob, height, width):
+  """`erase_box` as int32 (top, left, h, w), all 0 when not erased, and the uint32 (2,)
+  raw `finish.NOISE_PRNG` key of the view's N(0, 1) 'pixel' noise."""
+  box = erase_box(rng, prob, height, width)
+  if box is None:
+    return np.zeros(4, np.int32), np.zeros(2, np.uint32)
+  # The noise is drawn on the device; its key is the view's last draw, where the
+  # float host path drew the noise itself.
+  return np.asarray(box, np.int32), rng.integers(0, 2**32, size=2, dtype=np.uint32)
 
 
 # ------------------------------------------------------------------------- per example
@@ -394,40 +448,54 @@ class ExampleTransform(NamedTuple):
   eval_resize: Optional[int]
   mean: tuple
   std: tuple
+  reduced_decode: bool = True  # decode JPEGs at 1/2-1/8 size when the crop allows
 
 
 def transform_example(image, rng, transform):
-  """One uint8 (h, w, C) image -> float32 (H, W, C), or (S, H, W, C) with S aug splits.
+  """One image -> its uint8 views and the parameters of their float stages.
 
-  The uint8 stages run on one PIL image; it becomes an array again only to normalise.
+  `image`: uint8 (h, w, C) array or an encoded image file (bytes). Returns
+  {'image': uint8 (H, W, C), or (S, H, W, C) with S aug splits} plus, when the plan
+  erases (train), 'erase_box' int32 (S, 4) and 'erase_key' uint32 (S, 2) (see
+  `erase_params`; the clean split is never erased).
   """
   plan = transform.plan
   size = tuple(transform.crop_size)
-  pil = to_pil(image)
+  channels = len(transform.mean)
+  pil = open_image(image)
   if transform.train and plan.random_resized_crop:
-    pil = random_resized_crop(pil, rng, size, plan.interpolation)
-  elif transform.eval_resize is not None or image.shape[:2] != size:
-    pil = resize_center_crop(pil, transform.eval_resize, size, plan.interpolation)
+    pil = random_resized_crop(pil, rng, size, plan.interpolation, transform.reduced_decode)
+  elif transform.eval_resize is not None or (pil.height, pil.width) != size:
+    pil = resize_center_crop(pil, transform.eval_resize, size, plan.interpolation,
+                             transform.reduced_decode)
+  pil = in_mode(pil, channels)
   if not transform.train:
-    return normalize(pil, transform.mean, transform.std)
+    return {"image": from_pil(pil)}
   if plan.flip and rng.random() < 0.5:
     pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
+  erases = plan.random_erasing > 0
+  views, boxes, keys = [], [], []
 
-  def augmented():
+  def add(view, erase):
+    views.append(from_pil(view))
+    box, key = (erase_params(rng, plan.random_erasing, *size) if erase
+                else (np.zeros(4, np.int32), np.zeros(2, np.uint32)))
+    boxes.append(box)
+    keys.append(key)
+
+  if plan.aug_splits > 1:
+    add(pil, erase=False)
+  for _ in range(plan.aug_splits - 1 if plan.aug_splits > 1 else 1):
     view = pil
     if plan.rand_augment is not None:
       view = rand_augment(view, rng, plan.rand_augment, transform.mean)
     if plan.color_jitter > 0:
       view = color_jitter(view, rng, plan.color_jitter)
-    view = normalize(view, transform.mean, transform.std)
-    if plan.random_erasing > 0:
-      view = random_erasing(view, rng, plan.random_erasing)
-    return view
-
-  if plan.aug_splits == 1:
-    return augmented()
-  clean = normalize(pil, transform.mean, transform.std)
-  return np.stack([clean] + [augmented() for _ in range(plan.aug_splits - 1)])
+    add(view, erase=erases)
+  out = {"image": views[0] if plan.aug_splits == 1 else np.stack(views)}
+  if erases:
+    out["erase_box"], out["erase_key"] = np.stack(boxes), np.stack(keys)
+  return out
 
 
 # --------------------------------------------------------------------------- per batch
@@ -451,26 +519,21 @@ def cutmix_box(rng, height, width, lam):
   return int(top), int(bottom), int(left), int(right)
 
 
-def mix_batch(images, labels, num_classes, plan, rng):
-  """Mixup or CutMix with the reversed batch, plus label smoothing.
+def mix_params(rng, plan, height, width, batch_size):
+  """One batch's Mixup/CutMix draws, repeated per example (so they shard with it).
 
-  `images`: float32 (B, H, W, C) or (S, B, H, W, C) (the same mix for every split).
-  Returns (images, targets) with targets float32 (B, num_classes), rows summing to 1.
+  Returns {'mix_lam' float32 (B,): the weight of an example's own image (Mixup) and
+  label; 'mix_box' int32 (B, 4): CutMix's (top, bottom, left, right), pasted from the
+  partner; 'mix_cutmix' bool (B,)}. For CutMix, lam is the box's true area fraction.
   """
-  targets = smooth_one_hot(labels, num_classes, plan.label_smoothing)
-  if not plan.mixes:
-    return images, targets
-  batch_axis = images.ndim - 4
-  partner = np.flip(images, axis=batch_axis)
   use_cutmix = plan.cutmix > 0 and (plan.mixup == 0 or rng.random() < plan.mixup_switch_prob)
   alpha = plan.cutmix if use_cutmix else plan.mixup
   lam = float(rng.beta(alpha, alpha))
+  box = (0, 0, 0, 0)
   if use_cutmix:
-    height, width = images.shape[-3:-1]
-    top, bottom, left, right = cutmix_box(rng, height, width, lam)
-    images = images.copy()
-    images[..., top:bottom, left:right, :] = partner[..., top:bottom, left:right, :]
-    lam = 1.0 - (bottom - top) * (right - left) / (height * width)  # the box's true area
-  else:
-    images = (lam * images + (1.0 - lam) * partner).astype(np.float32)
-  return images, lam * targets + (1.0 - lam) * targets[::-1]
+    box = cutmix_box(rng, height, width, lam)
+    top, bottom, left, right = box
+    lam = 1.0 - (bottom - top) * (right - left) / (height * width)
+  return {"mix_lam": np.full(batch_size, lam, np.float32),
+          "mix_box": np.tile(np.asarray(box, np.int32), (batch_size, 1)),
+          "mix_cutmix": np.full(batch_size, use_cutmix)}

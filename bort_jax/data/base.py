@@ -13,8 +13,9 @@ class Source(NamedTuple):
   """A random-access split: `read(indices)` returns its uint8 images and int labels.
 
   `read` returns `(images, labels)`: images as a uint8 array (n, H, W, C) when every
-  image has `image_shape`, or a list of uint8 (h, w, C) arrays when sizes vary
-  (ImageNet; then `image_shape` is None). `mean`/`std` are per-channel statistics on
+  image has `image_shape`, or, when sizes vary (ImageNet; then `image_shape` is None),
+  a list of uint8 (h, w, C) arrays or of encoded image files (bytes), which the
+  per-example transform decodes at the size its crop needs. `mean`/`std` are per-channel statistics on
   the 0..255 scale used to normalise the float images.
   """
   name: str

@@ -1,9 +1,11 @@
 """The deterministic, resumable, per-process-sharded batch iterator.
 
 Everything a batch contains is a pure function of (seed, epoch, step, process): the
-epoch's permutation comes from (seed, epoch), each example's augmentation from
-(seed, epoch, example index), the batch mix from (seed, epoch, step, process). So the
-state is just (epoch, step), and a restored iterator yields exactly the next batches.
+epoch's permutation comes from (seed, epoch), each example's augmentation (and the keys
+of its erasing noise) from (seed, epoch, example index), the batch mix from (seed, epoch,
+step, process). So the state is just (epoch, step), and a restored iterator yields
+exactly the next batches. The host batch is uint8 plus the parameters of the float
+stages (`finish.py`); `DataIterator.finish` makes the float batch from it.
 """
 
 import concurrent.futures
@@ -12,6 +14,7 @@ import os
 import numpy as np
 
 from bort_jax.data import augment as augment_lib
+from bort_jax.data import finish as finish_lib
 
 # Stream tags keep the seed sequences of the different random draws apart.
 _PERMUTATION, _EXAMPLE, _BATCH = 0, 1, 2
@@ -33,10 +36,16 @@ def shard_indices(num_examples, *, train, seed, epoch, process_index, process_co
 
 
 class DataIterator:
-  """Batches of {'image', 'label', 'mask'[, 'targets']} numpy arrays; see `load`."""
+  """Batches of numpy arrays; see `load`.
+
+  With `finished` (the default of `load`): {'image' float32, 'label', 'mask'[,
+  'targets']}. Without: the host batch {'image' uint8, 'label', 'mask'[, 'augment':
+  {erasing and mixing parameters}]} that `finish(batch)` turns into the former, e.g.
+  on the accelerators after `shard_batch`.
+  """
 
   def __init__(self, source, transform, *, batch_size, train, seed, process_index,
-               process_count, num_threads=None):
+               process_count, num_threads=None, finished=True):
     self.source = source
     self.transform = transform
     self.batch_size = batch_size
@@ -67,6 +76,17 @@ class DataIterator:
                   if self._per_example and workers > 1 else None)
     self._epoch, self._step = 0, 0
     self._shard_epoch, self._shard = None, None
+    self.finished = finished
+    # A process's batch mixes as one block, also inside a global batch of processes.
+    self.finish_spec = finish_lib.FinishSpec(
+        mean=tuple(source.mean), std=tuple(source.std), num_classes=source.num_classes,
+        label_smoothing=transform.plan.label_smoothing if train else 0.0,
+        mix_block=batch_size)
+
+  def finish(self, batch):
+    """The float batch of a host batch (numpy, or global arrays from `shard_batch`):
+    `finish.finish_batch` with this iterator's statistics and mix blocks, jitted."""
+    return finish_lib.finish_batch(batch, self.finish_spec)
 
   def close(self):
     """Stops the decode threads (they also stop when the iterator is collected)."""
@@ -116,7 +136,7 @@ class DataIterator:
       self._epoch, self._step = self._epoch + 1, 0
     batch = self._batch(self._epoch, self._step)
     self._step += 1
-    return batch
+    return finish_lib.finish_to_numpy(batch, self.finish_spec) if self.finished else batch
 
   def _indices(self, epoch):
     if self._shard_epoch != epoch:
@@ -135,28 +155,34 @@ class DataIterator:
       filler = shard[:1] if len(shard) else np.zeros(1, int)
       indices = np.concatenate([indices, np.repeat(filler, self.batch_size - len(indices))])
     images, labels = self.source.read(indices)
-    images = self._images(images, indices, epoch)
+    images, augment = self._images(images, indices, epoch)
     batch = {"image": images, "label": labels.astype(np.int32), "mask": mask}
     plan = self.transform.plan
-    if self.train and plan.soft_targets:
+    if self.train and plan.mixes:
       rng = np.random.default_rng(
           [self.seed, _BATCH, epoch, step, self.process_index])
-      batch["image"], batch["targets"] = augment_lib.mix_batch(
-          batch["image"], batch["label"], self.num_classes, plan, rng)
+      augment.update(augment_lib.mix_params(rng, plan, *self.image_shape[:2],
+                                             self.batch_size))
+    if augment:
+      batch["augment"] = augment
     return batch
 
   def _images(self, images, indices, epoch):
-    source, transform = self.source, self.transform
+    """uint8 images (B, H, W, C) or (S, B, H, W, C), and the per-example erasing
+    parameters (example-major, (B, S, ...)) if the plan erases."""
+    transform = self.transform
     if not self._per_example:
-      return augment_lib.normalize(images, source.mean, source.std)
+      return np.asarray(images, np.uint8), {}
 
     def one(row):
       rng = np.random.default_rng([self.seed, _EXAMPLE, epoch, int(indices[row])])
-      return augment_lib.transform_example(np.asarray(images[row]), rng, transform)
+      return augment_lib.transform_example(images[row], rng, transform)
 
     rows = range(len(indices))
-    views = list(self._pool.map(one, rows)) if self._pool else [one(r) for r in rows]
-    stacked = np.stack(views)
-    if stacked.ndim == 5:  # (B, S, H, W, C) -> (S, B, H, W, C): splits lead
-      stacked = np.moveaxis(stacked, 1, 0)
-    return np.ascontiguousarray(stacked, np.float32)
+    examples = list(self._pool.map(one, rows)) if self._pool else [one(r) for r in rows]
+    stacked = {key: np.stack([example[key] for example in examples])
+               for key in examples[0]}
+    views = stacked.pop("image")
+    if views.ndim == 5:  # (B, S, H, W, C) -> (S, B, H, W, C): splits lead
+      views = np.moveaxis(views, 1, 0)
+    return np.ascontiguousarray(views), stacked

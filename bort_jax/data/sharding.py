@@ -27,7 +27,8 @@ def shard_batch(batch, mesh, data_axis="data"):
   batch is the concatenation of the processes' batches in process order along the
   example axis (`batch_axis`; the batch's example count is `len(batch["mask"])`, else
   `len(batch["label"])`), so the local batch must divide evenly over this process's
-  devices on those mesh axes.
+  devices on those mesh axes. Nested dicts (a host batch's 'augment') are sharded the
+  same way, entry by entry.
   """
   names = (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
   missing = [name for name in names if name not in mesh.axis_names]
@@ -43,4 +44,4 @@ def shard_batch(batch, mesh, data_axis="data"):
     return jax.make_array_from_process_local_data(NamedSharding(mesh, spec),
                                                   np.asarray(array))
 
-  return {key: put(value) for key, value in batch.items()}
+  return jax.tree.map(put, batch)  # nested too: the host batch's 'augment' dict

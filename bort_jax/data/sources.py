@@ -65,17 +65,20 @@ def tfds_source(name, split, data_dir=None):
   import tensorflow_datasets as tfds
 
   try:
-    records = tfds.data_source(name, split=TFDS_SPLITS[name][split], data_dir=data_dir,
-                               download=False)
     builder = tfds.builder(name, data_dir=data_dir)
     features = builder.info.features
+    image_shape = tuple(features["image"].shape)
+    fixed = all(d is not None for d in image_shape)
+    # Variable-size images (ImageNet) stay encoded: the per-example transform decodes
+    # them in its thread, at reduced size when its crop allows (augment.crop_resize).
+    decoders = None if fixed else {"image": tfds.decode.SkipDecoding()}
+    records = tfds.data_source(name, split=TFDS_SPLITS[name][split], data_dir=data_dir,
+                               download=False, decoders=decoders)
   # tfds reports an absent or TFRecord-only dataset as NotImplementedError (no random
   # access), FileNotFoundError or AssertionError depending on what is missing.
   except (NotImplementedError, FileNotFoundError, AssertionError) as error:
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     raise DatasetNotFoundError(_not_prepared_message(name, data_dir, reason)) from None
-  image_shape = tuple(features["image"].shape)
-  fixed = all(d is not None for d in image_shape)
   mean, std = TFDS_STATS[name]
 
   def read(indices):
@@ -85,7 +88,7 @@ def tfds_source(name, split, data_dir=None):
     labels = np.asarray(labels, np.int32)
     if fixed:
       return np.stack(images).astype(np.uint8), labels
-    return [np.asarray(image, np.uint8) for image in images], labels
+    return [bytes(image) for image in images], labels
 
   return Source(name=name, num_examples=len(records),
                 num_classes=int(features["label"].num_classes),

@@ -43,7 +43,7 @@ def _load(config, *, split: str, batch_size: int, train: bool):
   return data.load(
       config.dataset, split=split, batch_size=batch_size, train=train,
       seed=config.seed, data_dir=config.data_dir,
-      augment=_augment(config), image_size=config.image_size)
+      augment=_augment(config), image_size=config.image_size, finish=False)
 
 
 def per_process_batch(global_batch: int, mesh) -> int:
@@ -75,7 +75,7 @@ def evaluate(eval_step, state, config, mesh, eval_batch_size: int) -> dict:
   totals = None
   for batch in eval_iter:
     sums = eval_step(state.params, state.model_state,
-                     to_global_batch(batch, mesh))
+                     eval_iter.finish(to_global_batch(batch, mesh)))
     sums = {k: np.float64(v) for k, v in to_host(sums).items()}
     totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
   count = max(totals["count"], 1.0)
@@ -213,7 +213,7 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
   try:
     while step < total_steps:
       state, step_metrics = train_step(
-          state, to_global_batch(next(train_iter), mesh))
+          state, train_iter.finish(to_global_batch(next(train_iter), mesh)))
       step += 1
       epoch_steps += 1
       pending.append(step_metrics["loss"])
