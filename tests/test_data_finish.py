@@ -184,6 +184,9 @@ def test_reduced_decode_keeps_the_draws_and_stays_close_to_full_decode():
     # The same box as drawn from the header's size, and the same draws after it.
     _, _, h, w = augment.random_resized_crop_box(rngs[2], 240, 320)
     scales.append(augment.draft_scale((h, w), (24, 24)))
+    # Decoded at 1/s only while the box keeps at least the output's pixels.
+    assert h / scales[-1] >= 24 and w / scales[-1] >= 24
+    assert scales[-1] == 8 or h < 2 * scales[-1] * 24 or w < 2 * scales[-1] * 24
     assert rngs[0].bit_generator.state == rngs[1].bit_generator.state
     for key in ("erase_box", "erase_key"):
       np.testing.assert_array_equal(a[key], b[key])

@@ -10,8 +10,8 @@ TFDS_CASES = [  # name, eval split, expected image shape, classes
     ("mnist", "test", (28, 28, 1), 10),
     ("fashion_mnist", "test", (28, 28, 1), 10),
     ("cifar10", "test", (32, 32, 3), 10),
-]  # imagenet2012 reads its JPEGs undecoded, which tfds's mock can only make with
-# TensorFlow: test_real_tfds_imagenet_jpegs_... reads real ones.
+    ("imagenet2012", "validation", (32, 32, 3), 1000),
+]
 
 
 @pytest.mark.parametrize("name,eval_split,shape,classes", TFDS_CASES)

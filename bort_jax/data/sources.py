@@ -74,6 +74,15 @@ def tfds_source(name, split, data_dir=None):
     decoders = None if fixed else {"image": tfds.decode.SkipDecoding()}
     records = tfds.data_source(name, split=TFDS_SPLITS[name][split], data_dir=data_dir,
                                download=False, decoders=decoders)
+    if decoders is not None and len(records):
+      try:
+        records[0]
+      except ModuleNotFoundError:
+        # tfds.testing.mock_data makes undecoded records by encoding random images
+        # with TensorFlow; without it, read the mock's decoded arrays.
+        decoders = None
+        records = tfds.data_source(name, split=TFDS_SPLITS[name][split],
+                                   data_dir=data_dir, download=False)
   # tfds reports an absent or TFRecord-only dataset as NotImplementedError (no random
   # access), FileNotFoundError or AssertionError depending on what is missing.
   except (NotImplementedError, FileNotFoundError, AssertionError) as error:
@@ -88,6 +97,8 @@ def tfds_source(name, split, data_dir=None):
     labels = np.asarray(labels, np.int32)
     if fixed:
       return np.stack(images).astype(np.uint8), labels
+    if decoders is None:
+      return [np.asarray(image, np.uint8) for image in images], labels
     return [bytes(image) for image in images], labels
 
   return Source(name=name, num_examples=len(records),
