@@ -64,7 +64,9 @@ part bench_goodput 130 python3 -m experiments.bench_goodput \
   --config table1_mnist_acnn_small_bort_sgd --width 1.0 --epochs 10 \
   --dataset synthetic --json "$OUT/bench_goodput.json"
 
-# 4. The ImageNet train transform on the host's 16 cores.
-part bench_input 60 python3 -m experiments.bench_input --images 256 \
+# 4. The ImageNet train transform on the host's 16 cores: the old float host
+#    path vs the uint8 host half, serial and 16 threads, and the device half
+#    (finish_batch) per image on the GPU.
+part bench_input 60 python3 -m experiments.bench_input --images 256 --repeats 2 \
   --json "$OUT/bench_input.json"
 ls -l "$OUT"
