@@ -1,4 +1,4 @@
-"""The float half of the input pipeline, one jitted batch function for the accelerator.
+"""The float half of the input pipeline: jitted batch functions for the accelerator.
 
 The host pipeline stays uint8 and draws every random parameter (`augment.py`,
 `iterator.py`); `finish_batch` turns its batch into the float batch a train or eval
