@@ -55,7 +55,8 @@ def transform_example(image, rng, transform):
   def augmented():
     view = pil
     if plan.rand_augment is not None:
-      view = augment.rand_augment(view, rng, plan.rand_augment, transform.mean)
+      view = augment.rand_augment(view, rng, plan.rand_augment, transform.mean,
+                                  plan.interpolation)
     if plan.color_jitter > 0:
       view = augment.color_jitter(view, rng, plan.color_jitter)
     view = normalize(view, transform.mean, transform.std)

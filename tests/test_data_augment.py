@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from bort_jax import data
@@ -122,7 +123,7 @@ def test_eval_resize_and_center_crop():
 def test_every_rand_augment_op_keeps_shape_and_dtype(channels):
   image = np.random.default_rng(0).integers(0, 256, (20, 18, channels), dtype=np.uint8)
   pil = augment.to_pil(image)
-  fill = 128 if channels == 1 else (128, 128, 128)
+  fill = augment.Geometry(128 if channels == 1 else (128, 128, 128), Image.BILINEAR)
   for level in (0.0, 0.5, 1.0):  # magnitude 0 and mmax are reachable with mstd > 0
     for name, op in augment.RAND_AUGMENT_OPS.items():
       out = augment.from_pil(op(pil, level, np.random.default_rng(0), fill))
@@ -230,7 +231,8 @@ _RGB = np.random.default_rng(5).integers(0, 256, (_H, _W, 3), dtype=np.uint8)
 
 def _op(name, image, level, sign=+1, fill=(0, 0, 0)):
   rng = _FixedRng(0.0 if sign > 0 else 0.9)
-  pil = augment.RAND_AUGMENT_OPS[name](augment.to_pil(image), level, rng, fill)
+  pil = augment.RAND_AUGMENT_OPS[name](augment.to_pil(image), level, rng,
+                                       augment.Geometry(fill, Image.BILINEAR))
   return augment.from_pil(pil).astype(np.float64)
 
 

@@ -113,3 +113,62 @@ def test_mixup_cutmix_switch_and_box_are_timms():
                 int(np.clip(cx - cut_w // 2, 0, w)),
                 int(np.clip(cx + cut_w // 2, 0, w)))
     assert augment.cutmix_box(Centre(), h, w, lam) == expected
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_rand_augment_geometry_uses_recipe_interpolation_and_timm_fill(interpolation):
+  # timm's transform factory passes aa_params = {img_mean: round(255·mean),
+  # interpolation: the recipe's (unless 'random')}; AugmentOp hands them to
+  # rotate/transform as fillcolor and resample.
+  from PIL import Image
+  mean = (123.675, 116.28, 103.53)  # 255 × timm's IMAGENET_DEFAULT_MEAN
+  timm_fill = tuple(min(255, round(255 * m)) for m in (0.485, 0.456, 0.406))
+  resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[interpolation]
+  rng = np.random.default_rng(0)
+  pil = augment.to_pil(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+  spec = augment.parse_rand_augment("rand-n1-m9")
+  for name in ("Rotate", "ShearX", "TranslateYRel"):
+    ours = augment.rand_augment(
+        pil, _OneOp(name), spec, mean, interpolation)
+    argument = augment.level_argument(name, 0.9, _Sign(0.0))
+    if name == "Rotate":
+      expected = pil.rotate(argument, resample=resample, fillcolor=timm_fill)
+    else:
+      matrix = ((1, argument, 0, 0, 1, 0) if name == "ShearX" else
+                (1, 0, 0, 0, 1, argument * pil.size[1]))
+      expected = pil.transform(pil.size, Image.AFFINE, matrix,
+                               resample=resample, fillcolor=timm_fill)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(expected),
+                                  err_msg=name)
+
+
+class _OneOp:
+  """An rng that picks op `name`, applies it (prob draw 0) with its sign kept."""
+
+  def __init__(self, name):
+    self.index = tuple(augment.RAND_AUGMENT_OPS).index(name)
+
+  def integers(self, high, size):
+    return np.full(size, self.index)
+
+  def random(self):
+    return 0.0
+
+  def normal(self, loc, scale):
+    return loc
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_train_transform_passes_its_interpolation_to_rand_augment(
+    interpolation, monkeypatch):
+  seen = []
+  real = augment.rand_augment
+  monkeypatch.setattr(augment, "rand_augment",
+                      lambda *args: seen.append(args[4]) or real(*args))
+  plan = augment.make_plan({"rand_augment": "rand-m9-mstd0.5",
+                            "interpolation": interpolation})
+  transform = augment.ExampleTransform(plan, True, (16, 16), None,
+                                       (124.0, 116.0, 104.0), (58.0, 57.0, 57.0))
+  augment.transform_example(np.zeros((20, 20, 3), np.uint8),
+                            np.random.default_rng(0), transform)
+  assert seen == [interpolation]

@@ -280,9 +280,17 @@ def _signed(rng, value):
   return value if rng.random() < 0.5 else -value
 
 
-def _affine(pil, matrix, fill):
-  return pil.transform(pil.size, Image.AFFINE, matrix, resample=Image.BILINEAR,
-                       fillcolor=fill)
+class Geometry(NamedTuple):
+  """timm's AugmentOp kwargs for the geometric ops: the colour of the exposed area
+  (`img_mean` rounded to 0..255) and the resampling filter (the recipe's
+  interpolation, as timm's transform factory passes it for any but 'random')."""
+  fill: object
+  resample: int
+
+
+def _affine(pil, matrix, geometry):
+  return pil.transform(pil.size, Image.AFFINE, matrix, resample=geometry.resample,
+                       fillcolor=geometry.fill)
 
 
 def _posterize(pil, bits):
@@ -341,48 +349,50 @@ def level_argument(name, level, rng):
 
 def _enhance(name):
   kind = getattr(ImageEnhance, name)
-  return lambda pil, level, rng, fill: kind(pil).enhance(
+  return lambda pil, level, rng, geometry: kind(pil).enhance(
       level_argument(name, level, rng))
 
 
 RAND_AUGMENT_OPS = {
-    "AutoContrast": lambda pil, level, rng, fill: ImageOps.autocontrast(pil),
-    "Equalize": lambda pil, level, rng, fill: ImageOps.equalize(pil),
-    "Invert": lambda pil, level, rng, fill: ImageOps.invert(pil),
-    "Rotate": lambda pil, level, rng, fill: pil.rotate(
-        level_argument("Rotate", level, rng), resample=Image.BILINEAR,
-        fillcolor=fill),
-    "Posterize": lambda pil, level, rng, fill: _posterize(
+    "AutoContrast": lambda pil, level, rng, geometry: ImageOps.autocontrast(pil),
+    "Equalize": lambda pil, level, rng, geometry: ImageOps.equalize(pil),
+    "Invert": lambda pil, level, rng, geometry: ImageOps.invert(pil),
+    "Rotate": lambda pil, level, rng, geometry: pil.rotate(
+        level_argument("Rotate", level, rng), resample=geometry.resample,
+        fillcolor=geometry.fill),
+    "Posterize": lambda pil, level, rng, geometry: _posterize(
         pil, level_argument("Posterize", level, rng)),
-    "Solarize": lambda pil, level, rng, fill: ImageOps.solarize(
+    "Solarize": lambda pil, level, rng, geometry: ImageOps.solarize(
         pil, level_argument("Solarize", level, rng)),
-    "SolarizeAdd": lambda pil, level, rng, fill: _solarize_add(
+    "SolarizeAdd": lambda pil, level, rng, geometry: _solarize_add(
         pil, level_argument("SolarizeAdd", level, rng)),
     "Color": _enhance("Color"),
     "Contrast": _enhance("Contrast"),
     "Brightness": _enhance("Brightness"),
     "Sharpness": _enhance("Sharpness"),
-    "ShearX": lambda pil, level, rng, fill: _affine(
-        pil, (1, level_argument("ShearX", level, rng), 0, 0, 1, 0), fill),
-    "ShearY": lambda pil, level, rng, fill: _affine(
-        pil, (1, 0, 0, level_argument("ShearY", level, rng), 1, 0), fill),
-    "TranslateXRel": lambda pil, level, rng, fill: _affine(
+    "ShearX": lambda pil, level, rng, geometry: _affine(
+        pil, (1, level_argument("ShearX", level, rng), 0, 0, 1, 0), geometry),
+    "ShearY": lambda pil, level, rng, geometry: _affine(
+        pil, (1, 0, 0, level_argument("ShearY", level, rng), 1, 0), geometry),
+    "TranslateXRel": lambda pil, level, rng, geometry: _affine(
         pil, (1, 0, level_argument("TranslateXRel", level, rng) * pil.size[0],
-              0, 1, 0), fill),
-    "TranslateYRel": lambda pil, level, rng, fill: _affine(
+              0, 1, 0), geometry),
+    "TranslateYRel": lambda pil, level, rng, geometry: _affine(
         pil, (1, 0, 0, 0, 1,
-              level_argument("TranslateYRel", level, rng) * pil.size[1]), fill),
+              level_argument("TranslateYRel", level, rng) * pil.size[1]), geometry),
 }
 _OP_NAMES = tuple(RAND_AUGMENT_OPS)
 RAND_AUGMENT_PROB = 0.5
 
 
-def rand_augment(pil, rng, spec, fill):
+def rand_augment(pil, rng, spec, fill, interpolation="bilinear"):
   """timm RandAugment on a PIL image: `num_ops` ops drawn with replacement.
 
-  `fill` (per-channel, 0..255) colours the area that rotations/shears/translations expose.
+  `fill` (per-channel, 0..255, rounded as timm's `img_mean`) colours the area that
+  rotations/shears/translations expose; they resample with `interpolation`.
   """
-  fill = int(fill[0]) if pil.mode == "L" else tuple(int(f) for f in fill)
+  fill = round(fill[0]) if pil.mode == "L" else tuple(round(f) for f in fill)
+  geometry = Geometry(fill, INTERPOLATIONS[interpolation])
   for op in rng.integers(len(_OP_NAMES), size=spec.num_ops):
     if rng.random() >= RAND_AUGMENT_PROB:
       continue
@@ -393,7 +403,7 @@ def rand_augment(pil, rng, spec, fill):
       magnitude = rng.normal(magnitude, spec.magnitude_std)
     # timm clips to [0, mmax] but always divides by 10 (_LEVEL_DENOM).
     level = float(np.clip(magnitude, 0.0, spec.magnitude_max)) / LEVEL_DENOM
-    pil = RAND_AUGMENT_OPS[_OP_NAMES[op]](pil, level, rng, fill)
+    pil = RAND_AUGMENT_OPS[_OP_NAMES[op]](pil, level, rng, geometry)
   return pil
 
 
@@ -488,7 +498,8 @@ def transform_example(image, rng, transform):
   for _ in range(plan.aug_splits - 1 if plan.aug_splits > 1 else 1):
     view = pil
     if plan.rand_augment is not None:
-      view = rand_augment(view, rng, plan.rand_augment, transform.mean)
+      view = rand_augment(view, rng, plan.rand_augment, transform.mean,
+                          plan.interpolation)
     if plan.color_jitter > 0:
       view = color_jitter(view, rng, plan.color_jitter)
     add(view, erase=erases)
