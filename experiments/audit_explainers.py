@@ -23,7 +23,7 @@ equal to ``explain.sat``); every other row changes one choice:
 * Fig. 6c: the constant B (the classifier has biases, so the scale of
   ``X_adv`` matters); ``X_adv`` rescaled to the source's L2 norm; k scaled to
   the width; guided backprop gated by the target's forward pass instead of
-  the source's.
+  the source's; the value ``y_i·B`` with the source's channel maximum.
 
 Differences are Bort-S − SGD with the report's paired bootstrap interval over
 the test images (``bort_jax.report.stats.difference``).
@@ -36,6 +36,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -179,6 +180,9 @@ def fig6c_rows(models, x, labels, layer, ecfg):
     synth = lambda **kw: explain.synthesize_adversarial(
         model, xs, xt, layer=layer, **{"k": k, "B": ecfg.B, **kw})
     report = synth()
+    np.testing.assert_allclose(  # the host-built Z_tr is the explainer's
+        explain.reconstruct(model, xs, layer=layer, features=_synthesis_map(
+            model, xs, xt, layer, k, ecfg.B)), report, rtol=1e-4, atol=1e-4)
     out = {f"report: B={ecfg.B:g}, k={k}, gated by the source": report}
     out.update({f"B={b:g}": synth(B=b) for b in (0.1, 10.0, 100.0)})
     out["X_adv rescaled to ‖X_s‖"] = report * (norm(xs) / norm(report))[
@@ -187,6 +191,9 @@ def fig6c_rows(models, x, labels, layer, ecfg):
     out["gated by the target's forward pass"] = explain.reconstruct(
         model, xt, layer=layer, features=_synthesis_map(model, xs, xt, layer,
                                                         k, ecfg.B))
+    out["value y_i·B with y of the source"] = explain.reconstruct(
+        model, xs, layer=layer, features=_synthesis_map(
+            model, xs, xt, layer, k, ecfg.B, value_of_source=True))
     for name, adv in out.items():
       rows.setdefault(name, {})[opt] = fooled(adv)
     rows.setdefault("(source's class kept, report)", {})[opt] = (
@@ -195,9 +202,10 @@ def fig6c_rows(models, x, labels, layer, ecfg):
   return list(rows.items())
 
 
-def _synthesis_map(model, xs, xt, layer, k, B):
+def _synthesis_map(model, xs, xt, layer, k, B, value_of_source=False):
   """Z_tr of Appendix A.5: the target's top-k channels, y_i·B at the
-  source's peak of each."""
+  source's peak of each (y_i the target's channel maximum, or the source's:
+  A.5 writes y_i without saying whose)."""
   zs, zt = np.asarray(model.features(xs, layer)), np.asarray(
       model.features(xt, layer))
   n, h, w, c = zs.shape
@@ -205,8 +213,9 @@ def _synthesis_map(model, xs, xt, layer, k, B):
   for b in range(n):  # a handful of pairs: host loop over pairs, not pixels
     y = zt[b].reshape(-1, c).max(0)
     channels = np.argsort(-y, kind="stable")[:k]
+    value = zs[b].reshape(-1, c).max(0) if value_of_source else y
     out[b, zs[b].reshape(-1, c)[:, channels].argmax(0), channels] = (
-        y[channels] * B)
+        value[channels] * B)
   return out.reshape(n, h, w, c)
 
 
@@ -252,6 +261,7 @@ def define_flags():
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore
   workdir = flags.FLAGS.workdir
   ecfg = quickstart_config.explain_config()
   results = {}
