@@ -80,11 +80,11 @@ def mirror_linear_weights(n_in: int, n_out: int) -> np.ndarray:
   mode='mirror')``: output pixel o reads the input at
   ``(o + ½)·n_in/n_out − ½`` (pixel edges aligned), by linear interpolation,
   and a coordinate outside [0, n_in − 1] is mirrored about the edge sample
-  (``c b | a b c``), not clamped to it.
+  (``c b | a b c``), not clamped to it as ``jax.image.resize`` does.
   """
-  src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
   if n_in == 1:
     return np.ones((n_out, 1), np.float32)
+  src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
   period = 2 * (n_in - 1)
   src = np.abs(src) % period  # mirror about 0, then about n_in - 1
   src = np.where(src > n_in - 1, period - src, src)
