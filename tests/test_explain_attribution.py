@@ -98,9 +98,11 @@ def test_integrated_gradients_agrees_with_pair():
 
 def _reference_rise_mask(key, hw, cell_size, p):
   """RISE's mask from the same random draws, built with scipy, not our code:
-  an s_h×s_w grid of Bernoulli(p) cells (s = ceil(side / cell)), bilinearly
-  upsampled (half-pixel centres, edge clamp) to (s + 1)·cell pixels and
-  cropped at the drawn shift (dy, dx) ∈ [0, cell)²."""
+  an s_h×s_w grid of Bernoulli(p) cells (s = ceil(side / cell)), upsampled to
+  (s + 1)·cell pixels as RISE's ``generate_masks`` does with skimage's
+  ``resize(order=1, mode='reflect', anti_aliasing=False)``, which is
+  ``ndimage.zoom(order=1, grid_mode=True, mode='mirror')`` (skimage 0.26
+  source; equal to 3e-8 there), cropped at the drawn shift (dy, dx)."""
   h, w = hw
   grid_shape = (math.ceil(h / cell_size), math.ceil(w / cell_size))
   key_grid, key_shift = jax.random.split(key)
@@ -108,12 +110,37 @@ def _reference_rise_mask(key, hw, cell_size, p):
   dy, dx = np.asarray(jax.random.randint(key_shift, (2,), 0, cell_size))
   zoom = [(s + 1) * cell_size / s for s in grid_shape]
   up = ndimage.zoom(grid.astype(np.float64), zoom, order=1, grid_mode=True,
-                    mode="nearest")
+                    mode="mirror")
   assert up.shape == tuple((s + 1) * cell_size for s in grid_shape)
   return up[dy:dy + h, dx:dx + w]
 
 
-@pytest.mark.parametrize("hw,cell_size", [((12, 12), 4), ((8, 11), 3)])
+# skimage 0.26 ``resize(G, (9, 12), order=1, mode='reflect',
+# anti_aliasing=False)`` of G = [[1, 0, 1], [0, 1, 1]], times 144 (exact).
+SKIMAGE_REFLECT_9x12 = np.array([
+    [76, 84, 84, 76, 68, 60, 67, 89, 111, 133, 133, 111],
+    [84, 108, 108, 84, 60, 36, 39, 69, 99, 129, 129, 99],
+    [88, 120, 120, 88, 56, 24, 25, 59, 93, 127, 127, 93],
+    [80, 96, 96, 80, 64, 48, 53, 79, 105, 131, 131, 105],
+    [72, 72, 72, 72, 72, 72, 81, 99, 117, 135, 135, 117],
+    [64, 48, 48, 64, 80, 96, 109, 119, 129, 139, 139, 129],
+    [56, 24, 24, 56, 88, 120, 137, 139, 141, 143, 143, 141],
+    [60, 36, 36, 60, 84, 108, 123, 129, 135, 141, 141, 135],
+    [68, 60, 60, 68, 76, 84, 95, 109, 123, 137, 137, 123]]) / 144
+
+
+def test_rise_upsampling_is_skimages_reflect_resize():
+  grid = np.array([[1, 0, 1], [0, 1, 1]], np.float32)
+  up = (attribution.mirror_linear_weights(2, 9) @ grid
+        @ attribution.mirror_linear_weights(3, 12).T)
+  np.testing.assert_allclose(up, SKIMAGE_REFLECT_9x12, atol=1e-6)
+  np.testing.assert_allclose(
+      up, ndimage.zoom(grid, (9 / 2, 12 / 3), order=1, grid_mode=True,
+                       mode="mirror"), atol=1e-6)
+
+
+@pytest.mark.parametrize("hw,cell_size", [((12, 12), 4), ((8, 11), 3),
+                                          ((28, 28), 7), ((5, 9), 6)])
 def test_rise_mask_matches_scipy_upsampled_grid(hw, cell_size):
   for i in range(6):
     key = jax.random.key(100 + i)
@@ -122,8 +149,9 @@ def test_rise_mask_matches_scipy_upsampled_grid(hw, cell_size):
                                atol=1e-6)
 
 
-def test_rise_masks_keep_p_on_average_and_are_shifted():
-  """Over 2000 masks: mean ≈ p, overall and per pixel; values in [0, 1]."""
+def test_rise_masks_keep_p_on_average():
+  """Over 2000 masks: mean ≈ p, overall and per pixel; values in [0, 1]
+  (the shifts are checked against the reference crop above)."""
   cell, p, n = 4, 0.3, 2000
   keys = jax.random.split(jax.random.key(0), n)
   masks = np.asarray(jax.vmap(
@@ -131,10 +159,6 @@ def test_rise_masks_keep_p_on_average_and_are_shifted():
   assert masks.min() >= 0.0 and masks.max() <= 1.0
   assert abs(masks.mean() - p) < 0.015  # ~5 standard errors
   np.testing.assert_allclose(masks.mean(0), p, atol=0.06)
-  # Pixel (0, 0) reads the upsampled grid at (dy, dx). Without shifts it would
-  # sit in the first cell's clamped corner and always be 0 or 1; with dy or
-  # dx = 3 it is a blend of two cells, 0 < m < 1, whenever those differ.
-  assert np.mean((masks[:, 0, 0] > 0) & (masks[:, 0, 0] < 1)) > 0.1
 
 
 def test_rise_matches_a_direct_sum_over_masks():

@@ -188,6 +188,7 @@ def test_notebook_runs_headless_on_the_demo_checkpoint(demo, tmp_path):
   assert len(images) == 5
   text = "".join(o.get("text", "") for o in outputs)
   assert "trained with bort_sgd" in text and "adversarial success rate" in text
+  assert "explained from conv5 with k = 8" in text  # model.explain_layer
 
 
 @pytest.mark.slow

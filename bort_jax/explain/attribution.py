@@ -72,19 +72,49 @@ def integrated_gradients(model, x, target=None, *, baseline=None,
 # ---------------------------------------------------------------------- RISE
 
 
+def mirror_linear_weights(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) matrix of skimage's ``resize(order=1, mode='reflect',
+  anti_aliasing=False)`` along one axis, RISE's mask upsampling.
+
+  skimage calls ``scipy.ndimage.zoom(order=1, grid_mode=True,
+  mode='mirror')``: output pixel o reads the input at
+  ``(o + ½)·n_in/n_out − ½`` (pixel edges aligned), by linear interpolation,
+  and a coordinate outside [0, n_in − 1] is mirrored about the edge sample
+  (``c b | a b c``), not clamped to it as ``jax.image.resize`` does.
+  """
+  if n_in == 1:
+    return np.ones((n_out, 1), np.float32)
+  src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+  period = 2 * (n_in - 1)
+  src = np.abs(src) % period  # mirror about 0, then about n_in - 1
+  src = np.where(src > n_in - 1, period - src, src)
+  lower = np.minimum(np.floor(src).astype(int), n_in - 2)
+  frac = src - lower
+  weights = np.zeros((n_out, n_in), np.float64)
+  weights[np.arange(n_out), lower] = 1.0 - frac
+  weights[np.arange(n_out), lower + 1] += frac
+  return weights.astype(np.float32)
+
+
 def rise_mask(key, hw, cell_size, p):
-  """One RISE mask (Petsiuk et al., 2018): a random binary grid with cells of
-  ``cell_size`` pixels (each on with prob. ``p``), bilinearly upsampled to
-  (grid + 1) cells and cropped at a random shift in [0, cell_size)."""
+  """One RISE mask (Petsiuk et al., 2018; ``RISE.generate_masks``): a random
+  binary grid with cells of ``cell_size`` pixels (each on with prob. ``p``),
+  upsampled to (grid + 1) cells as RISE's reference does (skimage bilinear
+  resize, mode 'reflect': :func:`mirror_linear_weights`) and cropped at a
+  random shift in [0, cell_size)."""
   h, w = hw
   grid_h, grid_w = math.ceil(h / cell_size), math.ceil(w / cell_size)
   key_grid, key_shift = jax.random.split(key)
   grid = (jax.random.uniform(key_grid, (grid_h, grid_w)) < p).astype(
       jnp.float32)
-  up = jax.image.resize(grid, ((grid_h + 1) * cell_size,
-                               (grid_w + 1) * cell_size), "linear")
   dy, dx = jax.random.randint(key_shift, (2,), 0, cell_size)
-  return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
+  # Only the rows/columns of the crop are interpolated: (h, grid) @ grid @ ….
+  rows = jax.lax.dynamic_slice_in_dim(jnp.asarray(mirror_linear_weights(
+      grid_h, (grid_h + 1) * cell_size)), dy, h)
+  cols = jax.lax.dynamic_slice_in_dim(jnp.asarray(mirror_linear_weights(
+      grid_w, (grid_w + 1) * cell_size)), dx, w)
+  exact = jax.lax.Precision.HIGHEST
+  return jnp.dot(jnp.dot(rows, grid, precision=exact), cols.T, precision=exact)
 
 
 @functools.partial(
