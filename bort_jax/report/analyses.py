@@ -72,11 +72,14 @@ def _shown_rows(measured, ctx, field):
 
 
 def _compare(measured, ctx, name, read, *, better, paired=True,
-             unit="test images"):
+             unit="test images", **options):
+  """``stats.difference`` of ``read(measurement)``, Bort vs the baseline;
+  ``options``: its ``statistic`` / ``units_per_run``."""
   base, bort = _baseline_and_bort(measured)
   return stats.difference(f"{ctx.label}: {name}", _per_seed(measured, bort, read),
                           _per_seed(measured, base, read), better=better,
-                          paired=paired, unit=unit, seed=ctx.explain.seed)
+                          paired=paired, unit=unit, seed=ctx.explain.seed,
+                          **options)
 
 
 # ------------------------------------------------------------------ Table 1
@@ -133,16 +136,16 @@ register(Analysis(
 
 # ------------------------------------------------------------------ Fig. 3a
 
-def _upper_triangle(diag, offdiag) -> np.ndarray:
-  """The distinct off-diagonal entries G_ij, i < j, of a symmetric Gram given
-  its diagonal and its row-major off-diagonal entries (both G_ij and G_ji)."""
+def gram_matrix(diag, offdiag) -> np.ndarray:
+  """The symmetric Gram matrix from its diagonal and its row-major
+  off-diagonal entries (as :func:`bort_jax.explain.gram_distribution`)."""
   n = len(diag)
   if len(offdiag) != n * (n - 1):
     raise ValueError(f"a {n}×{n} Gram has {n * (n - 1)} off-diagonal entries; "
                      f"got {len(offdiag)}")
-  gram = np.zeros((n, n))
+  gram = np.diag(np.asarray(diag, np.float64))
   gram[~np.eye(n, dtype=bool)] = offdiag
-  return gram[np.triu_indices(n, 1)]
+  return gram
 
 
 def _gram(run, ctx):
@@ -151,7 +154,7 @@ def _gram(run, ctx):
   for layer, entries in explain.gram_distribution(run.model).items():
     diag, offdiag = np.asarray(entries["diag"]), np.asarray(entries["offdiag"])
     out[layer] = {"diag": diag, "offdiag": offdiag,
-                  "upper": _upper_triangle(diag, offdiag)}
+                  "gram": gram_matrix(diag, offdiag)}
   return out
 
 
@@ -168,6 +171,9 @@ def _gram_summary(measured, ctx):
 
 
 def _gram_differences(measured, ctx):
+  """|G_ii − 1| and |G_ij| / mean G_ii per layer, with a cluster bootstrap
+  over each network's Gram rows (stats module docstring): never paired, since
+  row i of two networks is not the same unit."""
   base, _ = _baseline_and_bort(measured)
   out = []
   for layer, g in measured[base][0].items():
@@ -175,23 +181,26 @@ def _gram_differences(measured, ctx):
       continue  # one unit: a bootstrap over it has no spread, so no interval
     out.append(_compare(measured, ctx, f"{layer} |G_ii − 1|",
                         lambda r, l=layer: np.abs(r[l]["diag"] - 1.0),
-                        better="lower", paired=False,
-                        unit="diagonal entries (output units)"))
-    if np.size(g["upper"]) >= 2:
-      out.append(_compare(
-          measured, ctx, f"{layer} |G_ij| / mean G_ii",
-          lambda r, l=layer: np.abs(r[l]["upper"]) / np.mean(r[l]["diag"]),
-          better="lower", paired=False, unit="unit pairs i < j"))
+                        better="lower", paired=False, units_per_run=True,
+                        unit="Gram rows"))
+    out.append(_compare(measured, ctx, f"{layer} |G_ij| / mean G_ii",
+                        lambda r, l=layer: r[l]["gram"], better="lower",
+                        paired=False, units_per_run=True, unit="Gram rows",
+                        statistic=stats.gram_offdiagonal_ratio))
   return out
 
 
 register(Analysis(
     id="fig3a", title="Fig. 3a: Gram matrix entries",
-    description="Entries of each conv kernel's Gram matrix W Wᵀ (Section "
-                "4.2.1). Bort should bring the diagonal to 1 and the "
-                "off-diagonal to 0; the off-diagonal is measured relative to "
-                "the mean diagonal, since SGD with weight decay shrinks every "
-                "entry toward 0 without making filters orthogonal.",
+    description="Entries of each conv kernel's Gram matrix (Section 4.2.1) "
+                "on its smaller side: W Wᵀ (rows = output units) when there "
+                "are no more outputs than fan-in, else Wᵀ W (Eq. 6), the side "
+                "Bort's update drives to the identity. Bort should bring the "
+                "diagonal to 1 and the off-diagonal to 0; the off-diagonal is "
+                "measured relative to the mean diagonal, since SGD with "
+                "weight decay shrinks every entry toward 0 without making "
+                "filters orthogonal. Intervals resample the Gram's rows "
+                "(units), not its entries, which share their rows.",
     measure=_gram, summarize=_gram_summary,
     plot=lambda m, ctx: plots.plot_gram_histograms(
         {label: runs[0] for label, runs in m.items()},
