@@ -31,14 +31,14 @@ def correlation(a, b) -> np.ndarray:
 
 
 def adversarial_pairs(labels: np.ndarray, num_pairs: int):
-  """(source, target) indices: each source with the next image of another class."""
-  n = len(labels)
-  order = (np.arange(n)[:, None] + np.arange(1, n)[None, :]) % n  # next ones
-  differs = labels[order] != labels[:, None]
-  has_other = differs.any(1)
-  sources = np.flatnonzero(has_other)[:num_pairs]
-  targets = order[sources, differs[sources].argmax(1)]
-  return sources, targets
+  """(source, target) indices of up to ``num_pairs`` disjoint pairs: image
+  ``2i`` with image ``2i + 1`` where their classes differ. No image is in two
+  pairs, so the pairs of i.i.d. test images are independent units."""
+  labels = np.asarray(labels)
+  sources = np.arange(0, len(labels) - 1, 2)
+  keep = labels[sources] != labels[sources + 1]
+  sources = sources[keep][:num_pairs]
+  return sources, sources + 1
 
 
 def _baseline_and_bort(measured):
@@ -425,15 +425,29 @@ register(Analysis(
               "K-means (Fig. 6b)")))
 
 
+def _adversarial_images(ctx):
+  """Sources and targets of ``explain.adversarial_pairs`` disjoint pairs,
+  from the start of the test split (as many batches as that takes)."""
+  wanted = ctx.explain.adversarial_pairs
+  images, labels, sources = [], [], np.zeros(0, int)
+  for batch in ctx.test_split():
+    keep = np.asarray(batch["mask"]).astype(bool)
+    images.append(np.asarray(batch["image"])[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+    sources, targets = adversarial_pairs(np.concatenate(labels), wanted)
+    if len(sources) == wanted:
+      break
+  if not sources.size:
+    raise ValueError(f"no two consecutive test images of different classes "
+                     f"among {sum(map(len, labels))}: adversarial synthesis "
+                     "needs pairs of two classes")
+  images = np.concatenate(images)
+  return images[sources], images[targets]
+
+
 def _adversarial(run, ctx):
   from bort_jax import explain  # pylint: disable=import-outside-toplevel
-  sources, targets = adversarial_pairs(ctx.labels,
-                                       ctx.explain.adversarial_pairs)
-  if not sources.size:
-    raise ValueError(f"all {len(ctx.labels)} explained images have label "
-                     f"{ctx.labels[0]}: adversarial synthesis needs two "
-                     "classes; raise explain.num_images")
-  x_source, x_target = ctx.images[sources], ctx.images[targets]
+  x_source, x_target = map(jnp.asarray, _adversarial_images(ctx))
   x_adv = explain.synthesize_adversarial(run.model, x_source, x_target,
                                          layer=ctx.layer, k=ctx.k,
                                          B=ctx.explain.B)
@@ -447,12 +461,13 @@ def _adversarial(run, ctx):
 
 def _fig6c_plot(measured, ctx):
   first = next(iter(measured.values()))[0]
+  shown = slice(ctx.explain.num_show)
   return plots.plot_adversarial(
-      first["sources"], first["targets"],
-      {label: runs[0]["x_adv"] for label, runs in measured.items()},
-      predictions={label: runs[0]["predictions"]
+      first["sources"][shown], first["targets"][shown],
+      {label: runs[0]["x_adv"][shown] for label, runs in measured.items()},
+      predictions={label: runs[0]["predictions"][shown]
                    for label, runs in measured.items()},
-      target_classes=first["target_classes"],
+      target_classes=first["target_classes"][shown],
       success_rates={label: float(np.mean(runs[0]["fooled"]))
                      for label, runs in measured.items()},
       title=f"{ctx.label}: adversarial synthesis, k = {ctx.k} (Fig. 6c)")
@@ -471,7 +486,10 @@ register(Analysis(
     description="Adversarial samples synthesised from the target's k most "
                 "salient channels placed at the source's peaks (Appendix "
                 "A.5); a sample fools the classifier when it is classified as "
-                "the target's predicted class.",
+                "the target's predicted class. The pairs are disjoint pairs "
+                "of consecutive test images of different classes (each image "
+                "in one pair at most), the independent units of the interval "
+                "(the figure shows the first ones).",
     measure=_adversarial,
     summarize=lambda m, ctx: {label: {
         "success rate (%)": 100 * _mean_over_seeds([r["fooled"] for r in runs]),
