@@ -130,6 +130,23 @@ def test_gram_offdiagonal_ratio_of_resampled_units_matches_the_expanded_gram():
       stats.gram_offdiagonal_ratio(gram, np.ones((1, 7))), [off], rtol=1e-12)
 
 
+def test_each_network_gets_its_own_draw_of_units():
+  """Eight seeds holding the same Gram: drawn independently, their units
+  average out. With the runs resampled too, the mean of 8 drawn runs has
+  variance (2·8 − 1)/8² of one run's: the interval is 0.48 times as wide as
+  one seed's. One draw shared by the eight would give one seed's width."""
+  w = np.random.default_rng(5).normal(size=(30, 40))
+  gram = w @ w.T
+  one, eight = (stats.difference("g", runs, 0.0, better="lower",
+                                 paired=False, units_per_run=True,
+                                 unit="Gram rows",
+                                 statistic=stats.gram_offdiagonal_ratio)
+                for runs in ([gram], [gram] * 8))
+  ratio = (eight.high - eight.low) / (one.high - one.low)
+  assert 0.38 < ratio < 0.6, ratio
+  assert eight.units == "30 Gram rows × 8 run(s)"
+
+
 def _networks(rng, count, units, fan_in):
   """Gram matrices of ``count`` networks whose rows share a random component:
   row i is ``2 b_i e + noise`` scaled to norm ``1 + 0.2 z_i``, so every entry
