@@ -98,6 +98,12 @@ def test_difference_rejects_non_finite_and_mismatched_values():
                      paired=True)
   with pytest.raises(ValueError, match="better must be 'higher' or 'lower'"):
     stats.difference("x", np.zeros(3), np.zeros(3), better="up", paired=True)
+  with pytest.raises(ValueError, match=r"x: the statistic of the measurements "
+                                       r"is not finite \(Bort, baseline: "
+                                       r"\[nan, "):
+    stats.difference("x", np.zeros((3, 3)), np.eye(3), better="lower",
+                     paired=False, units_per_run=True,
+                     statistic=stats.gram_offdiagonal_ratio)
   with pytest.raises(ValueError, match="units of different networks cannot "
                                        "be paired"):
     stats.difference("x", np.zeros(3), np.zeros(3), better="lower",

@@ -210,6 +210,10 @@ def difference(name: str, bort, baseline, *, better: str, paired: bool,
       out[start:start + size] = _resampled(runs, statistic, counts, rng)
   point = [float(np.mean([statistic(run, np.ones((1, run.shape[0])))[0]
                           for run in runs])) for runs in sides]
+  if not np.all(np.isfinite(point)):
+    raise ValueError(f"{name}: the statistic of the measurements is not "
+                     f"finite (Bort, baseline: {point}); e.g. a Gram ratio "
+                     "of a kernel whose diagonal is all 0")
   n = sides[0].shape[1]
   if len(sides) == 1:
     base_mean, base_resamples = float(baseline), float(baseline)
