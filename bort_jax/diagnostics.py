@@ -11,8 +11,13 @@ That is the side that can be the identity: Bort's update (Eq. 10, amplitude
 1) vanishes when ``W WᵀW = W``, i.e. when every singular value of ``W`` is 1,
 which makes the smaller Gram ``I``; the larger one has rank ``min(out,
 fan_in)`` and can never be (the paper's footnote 2: Eq. 6 needs a wide
-enough layer). Every
-statistic (diagonal, off-diagonal, residual, σ) is read from that one ``G``.
+enough layer). Every statistic (diagonal, off-diagonal, residual, σ) is read
+from that one ``G``.
+(Runs recorded before this convention was applied to ``gram_diag_mean``,
+``gram_diag_std`` and ``gram_offdiag_abs_mean`` have those three of ``W Wᵀ``
+for kernels with more outputs than fan-in, e.g. ResNet50's expanding 1×1
+convs or a ViT's MLP ``fc1``; kernels with ``out <= fan_in``, every kernel of
+LeNet and ACNN-Small, read the same either way.)
 """
 
 from __future__ import annotations
