@@ -1,4 +1,24 @@
-"""How close each kernel is to Bort's constraint: the paper's Fig. 3a in numbers."""
+"""How close each kernel is to Bort's constraint: the paper's Fig. 3a in numbers.
+
+One Gram matrix per kernel, everywhere here (:func:`orthogonality_stats`,
+:func:`gram_distribution`): the **smaller side** of ``W`` (out, fan_in),
+
+- ``G = W Wᵀ`` (out × out, rows = output units) when ``out <= fan_in``,
+- ``G = Wᵀ W`` (fan_in × fan_in, Eq. 6 and Fig. 3a's ``WᵀW``) when
+  ``out > fan_in``.
+
+That is the side that can be the identity: Bort's update (Eq. 10, amplitude
+1) vanishes when ``W WᵀW = W``, i.e. when every singular value of ``W`` is 1,
+which makes the smaller Gram ``I``; the larger one has rank ``min(out,
+fan_in)`` and can never be (the paper's footnote 2: Eq. 6 needs a wide
+enough layer). Every statistic (diagonal, off-diagonal, residual, σ) is read
+from that one ``G``.
+(Runs recorded before this convention was applied to ``gram_diag_mean``,
+``gram_diag_std`` and ``gram_offdiag_abs_mean`` have those three of ``W Wᵀ``
+for kernels with more outputs than fan-in, e.g. ResNet50's expanding 1×1
+convs or a ViT's MLP ``fc1``; kernels with ``out <= fan_in``, every kernel of
+LeNet and ACNN-Small, read the same either way.)
+"""
 
 from __future__ import annotations
 
@@ -83,35 +103,33 @@ def extreme_eigenvalues(gram: jax.Array, steps: int = LANCZOS_STEPS):
 
 
 def matrix_stats(w: jax.Array) -> dict:
-  """Scalars describing ``W W^T`` (rows = output units) of one matrix.
+  """Scalars describing the smaller-side Gram ``G`` of ``W`` (module
+  docstring), ``m × m`` with ``m = min(out, fan_in)``.
 
-  ``orth_residual`` is ``‖WWᵀ − I‖_F / √out``; when ``out > fan_in`` the rows
-  cannot be orthonormal, so the column Gram ``WᵀW`` (Eq. 6) is used instead,
-  normalised by ``√fan_in``.
+  ``gram_diag_mean``/``gram_diag_std``: of ``G_ii``; ``gram_offdiag_abs_mean``:
+  the mean of ``|G_ij|``, ``i ≠ j``; ``orth_residual``: ``‖G − I‖_F / √m``.
 
   ``sigma_min``/``sigma_max`` are the square roots of the extreme eigenvalues
-  of that smaller Gram matrix (``σᵢ² = λᵢ``), from
-  :func:`extreme_eigenvalues`, not from an SVD of ``W``. Squaring costs
-  precision at the bottom of the spectrum: a ``σ`` below about
-  ``√eps · σ_max`` (float32: ``3e-4 · σ_max``) reads as that floor or 0.
-  Both Gram products run at full float32 precision (no TF32/bf16 passes).
+  of ``G`` (``σᵢ² = λᵢ``), from :func:`extreme_eigenvalues`, not from an SVD
+  of ``W``. Squaring costs precision at the bottom of the spectrum: a ``σ``
+  below about ``√eps · σ_max`` (float32: ``3e-4 · σ_max``) reads as that
+  floor or 0. The Gram product runs at full float32 precision (no TF32/bf16
+  passes).
   """
   out, fan_in = w.shape
   matmul = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
-  gram = matmul(w, w.T)
+  gram = matmul(w.T, w) if out > fan_in else matmul(w, w.T)
+  m = gram.shape[0]
   diag = jnp.diag(gram)
   off_abs_sum = jnp.sum(jnp.abs(gram)) - jnp.sum(jnp.abs(diag))
-  n_off = out * (out - 1)
-  side = matmul(w.T, w) if out > fan_in else gram
-  side_n = side.shape[0]
-  residual = jnp.linalg.norm(side - jnp.eye(side_n, dtype=side.dtype))
+  residual = jnp.linalg.norm(gram - jnp.eye(m, dtype=gram.dtype))
   # Tiny negative eigenvalues are rounding.
-  lam_min, lam_max = extreme_eigenvalues(side)
+  lam_min, lam_max = extreme_eigenvalues(gram)
   return {
       "gram_diag_mean": jnp.mean(diag),
       "gram_diag_std": jnp.std(diag),
-      "gram_offdiag_abs_mean": off_abs_sum / max(n_off, 1),
-      "orth_residual": residual / jnp.sqrt(side_n),
+      "gram_offdiag_abs_mean": off_abs_sum / max(m * (m - 1), 1),
+      "orth_residual": residual / jnp.sqrt(m),
       "sigma_min": jnp.sqrt(jnp.maximum(lam_min, 0.0)),
       "sigma_max": jnp.sqrt(jnp.maximum(lam_max, 0.0)),
   }
@@ -121,7 +139,8 @@ path_name = optim.path_name  # 'layer1/conv/kernel' style name of a path
 
 
 def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
-  """Per selected kernel, scalars measuring Bort's constraint.
+  """Per selected kernel, scalars measuring Bort's constraint on its
+  smaller-side Gram (module docstring).
 
   Args:
     params: a params pytree (Linen dict, ``nnx.State``, Haiku dict, ...).
@@ -145,9 +164,7 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
 def _gram_entries(kernel, dimension_numbers=1):
   w = kernel_matrix(jnp.asarray(kernel), dimension_numbers)
   out, fan_in = w.shape
-  # The smaller side, as orthogonality_stats: W Wᵀ (rows = output units,
-  # Eq. 6) unless there are more outputs than fan-in, then Wᵀ W.
-  gram = w.T @ w if out > fan_in else w @ w.T
+  gram = w.T @ w if out > fan_in else w @ w.T  # the smaller side
   off = ~jnp.eye(gram.shape[0], dtype=bool)
   return {"diag": jnp.diag(gram), "offdiag": gram[off]}
 

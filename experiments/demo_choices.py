@@ -22,7 +22,7 @@ def _short(claim: dict) -> str:
   readings = [e["reading"] for e in claim["evidence"]]
   counts = ", ".join(f"{readings.count(r)} {r}" for r in
                      ("supports", "contradicts", "undecided") if r in readings)
-  return f"**{claim['verdict']}** ({counts})"
+  return f"**{claim['verdict']}** ({counts or 'nothing measured'})"
 
 
 def choices_table(reports: dict) -> str:

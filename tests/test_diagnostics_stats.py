@@ -68,3 +68,45 @@ def test_lanczos_survives_a_krylov_space_that_closes():
   identity = jax.jit(diagnostics.extreme_eigenvalues)(jnp.eye(n) * 3.0)
   np.testing.assert_allclose([float(v) for v in identity], [3.0, 3.0],
                              rtol=1e-5)
+
+
+def _reference_stats(w):
+  """The statistics of the module docstring, in float64 numpy: the Gram on
+  the smaller side of W (out, fan_in)."""
+  gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+  m = len(gram)
+  eigenvalues = np.linalg.eigvalsh(gram)
+  return {"gram_diag_mean": np.diag(gram).mean(),
+          "gram_diag_std": np.diag(gram).std(),
+          "gram_offdiag_abs_mean": np.abs(gram[~np.eye(m, dtype=bool)]).mean(),
+          "orth_residual": np.linalg.norm(gram - np.eye(m)) / np.sqrt(m),
+          "sigma_min": np.sqrt(eigenvalues[0]),
+          "sigma_max": np.sqrt(eigenvalues[-1])}
+
+
+def test_every_statistic_reads_one_gram_the_smaller_side():
+  rng = np.random.default_rng(4)
+  # Rows of unequal norms sharing a direction: W Wᵀ and Wᵀ W differ in every
+  # statistic, so reading the wrong side anywhere shows.
+  def matrix(out, fan_in):
+    w = rng.normal(size=(out, fan_in)) + 0.8 * rng.normal(size=(1, fan_in))
+    return w * rng.uniform(0.3, 1.5, size=(out, 1)) / np.sqrt(fan_in)
+  ws = {"more_outputs": matrix(12, 5), "more_fan_in": matrix(5, 12)}
+  # Flax kernels are (fan_in, out) = Wᵀ.
+  params = {name: {"kernel": jnp.asarray(w.T, jnp.float32)}
+            for name, w in ws.items()}
+  stats = jax.jit(bort_jax.orthogonality_stats)(params)
+  for name, w in ws.items():
+    expected = _reference_stats(w)
+    got = {k: float(v) for k, v in stats[f"{name}/kernel"].items()}
+    assert set(got) == set(expected)
+    for key in expected:
+      np.testing.assert_allclose(got[key], expected[key], rtol=2e-5,
+                                 err_msg=f"{name}: {key}")
+  # Fig. 3a's entries are the same Gram.
+  from bort_jax import diagnostics
+  entries = diagnostics.gram_distribution(params)["more_outputs/kernel"]
+  gram = ws["more_outputs"].T @ ws["more_outputs"]
+  np.testing.assert_allclose(entries["diag"], np.diag(gram), rtol=1e-5)
+  np.testing.assert_allclose(entries["offdiag"], gram[~np.eye(5, dtype=bool)],
+                             rtol=1e-4, atol=1e-6)

@@ -323,12 +323,16 @@ def test_plots_return_figures_and_reject_bad_shapes_and_non_finite_values(
   assert (tmp_path / "d.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
-def test_adversarial_pairs_always_cross_classes():
-  labels = np.array([3, 3, 3, 1, 3, 2])
+def test_adversarial_pairs_are_disjoint_and_cross_classes():
+  labels = np.array([3, 3, 3, 1, 3, 2, 5, 5, 0, 4, 7])
   sources, targets = analyses.adversarial_pairs(labels, 10)
-  np.testing.assert_array_equal(sources, np.arange(6))
-  np.testing.assert_array_equal(targets, [3, 3, 3, 4, 5, 0])
+  np.testing.assert_array_equal(sources, [2, 4, 8])
+  np.testing.assert_array_equal(targets, [3, 5, 9])
   assert np.all(labels[sources] != labels[targets])
+  # Each image in one pair at most: the pairs are independent units.
+  assert len(np.union1d(sources, targets)) == 2 * len(sources)
+  sources, targets = analyses.adversarial_pairs(labels, 2)
+  np.testing.assert_array_equal(sources, [2, 4])
   sources, _ = analyses.adversarial_pairs(np.array([1, 1, 1]), 4)
   assert sources.size == 0  # no other class to target
 

@@ -98,14 +98,102 @@ def test_difference_rejects_non_finite_and_mismatched_values():
                      paired=True)
   with pytest.raises(ValueError, match="better must be 'higher' or 'lower'"):
     stats.difference("x", np.zeros(3), np.zeros(3), better="up", paired=True)
+  with pytest.raises(ValueError, match=r"x: the statistic of the measurements "
+                                       r"is not finite \(Bort, baseline: "
+                                       r"\[nan, "):
+    stats.difference("x", np.zeros((3, 3)), np.eye(3), better="lower",
+                     paired=False, units_per_run=True,
+                     statistic=stats.gram_offdiagonal_ratio)
+  with pytest.raises(ValueError, match="units of different networks cannot "
+                                       "be paired"):
+    stats.difference("x", np.zeros(3), np.zeros(3), better="lower",
+                     paired=True, units_per_run=True)
 
 
-def test_upper_triangle_takes_each_pair_once():
+def test_gram_matrix_is_rebuilt_from_its_distribution():
   from bort_jax.report import analyses  # pylint: disable=import-outside-toplevel
-  gram = np.array([[1.0, 2.0, 3.0], [2.0, 1.0, 4.0], [3.0, 4.0, 1.0]])
+  gram = np.array([[1.0, 2.0, 3.0], [2.0, 5.0, 4.0], [3.0, 4.0, 6.0]])
   np.testing.assert_array_equal(
-      analyses._upper_triangle(np.diag(gram), gram[~np.eye(3, dtype=bool)]),
-      [2.0, 3.0, 4.0])
+      analyses.gram_matrix(np.diag(gram), gram[~np.eye(3, dtype=bool)]), gram)
+
+
+def test_gram_offdiagonal_ratio_of_resampled_units_matches_the_expanded_gram():
+  rng = np.random.default_rng(3)
+  w = rng.normal(size=(7, 5))
+  gram = w @ w.T
+  draws = rng.integers(0, 7, size=(50, 7))
+  counts = np.stack([np.bincount(d, minlength=7) for d in draws]).astype(float)
+  got = stats.gram_offdiagonal_ratio(gram, counts)
+  for d, value in zip(draws, got):
+    resampled = gram[np.ix_(d, d)]  # the Gram of the drawn units, copies too
+    distinct = d[:, None] != d[None, :]  # copies of one unit are no pair
+    np.testing.assert_allclose(
+        value, np.abs(resampled[distinct]).mean() / np.diag(resampled).mean(),
+        rtol=1e-12)
+  # Every unit once: the plain statistic of the Gram.
+  off = np.abs(gram[~np.eye(7, dtype=bool)]).mean() / np.diag(gram).mean()
+  np.testing.assert_allclose(
+      stats.gram_offdiagonal_ratio(gram, np.ones((1, 7))), [off], rtol=1e-12)
+
+
+def test_each_network_gets_its_own_draw_of_units():
+  """Eight seeds holding the same Gram: drawn independently, their units
+  average out. With the runs resampled too, the mean of 8 drawn runs has
+  variance (2·8 − 1)/8² of one run's: the interval is 0.48 times as wide as
+  one seed's. One draw shared by the eight would give one seed's width."""
+  w = np.random.default_rng(5).normal(size=(30, 40))
+  gram = w @ w.T
+  one, eight = (stats.difference("g", runs, 0.0, better="lower",
+                                 paired=False, units_per_run=True,
+                                 unit="Gram rows",
+                                 statistic=stats.gram_offdiagonal_ratio)
+                for runs in ([gram], [gram] * 8))
+  ratio = (eight.high - eight.low) / (one.high - one.low)
+  assert 0.38 < ratio < 0.6, ratio
+  assert eight.units == "30 Gram rows × 8 run(s)"
+
+
+def _networks(rng, count, units, fan_in):
+  """Gram matrices of ``count`` networks whose rows share a random component:
+  row i is ``2 b_i e + noise`` scaled to norm ``1 + 0.2 z_i``, so every entry
+  of row i carries ``b_i`` and the Gram's entries are far from independent."""
+  w = rng.normal(size=(count, units, fan_in)) / np.sqrt(fan_in)
+  w[..., 0] += 2.0 * rng.normal(size=(count, units))
+  w *= (1 + 0.2 * rng.normal(size=(count, units, 1))) / np.linalg.norm(
+      w, axis=-1, keepdims=True)
+  return w @ np.swapaxes(w, 1, 2)
+
+
+def test_fig3a_intervals_resample_units_and_cover_at_their_level():
+  """Fig. 3a's intervals on two networks drawn from one distribution (true
+  difference 0): the unit bootstrap covers 0 about 95 % of the time; the
+  bootstrap over Gram entries, which treats 190 correlated entries as
+  independent, covers it less than half the time."""
+  import types  # pylint: disable=import-outside-toplevel
+  from bort_jax.report import analyses  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(0)
+  count, units = 160, 20
+  grams = _networks(rng, 2 * count, units, 48)
+  ctx = types.SimpleNamespace(label="sim", explain=types.SimpleNamespace(seed=0))
+  upper = np.triu_indices(units, 1)
+  covered = {"diagonal": 0, "off-diagonal": 0, "entries": 0}
+  for sgd, bort in zip(grams[:count], grams[count:]):
+    measured = {name: [{"conv": {"diag": np.diag(g), "gram": g}}]
+                for name, g in (("SGD", sgd), ("Bort-S", bort))}
+    diagonal, off_diagonal = analyses._gram_differences(measured, ctx)
+    assert off_diagonal.units == "20 Gram rows × 1 vs 1 run(s)"
+    entries = stats.difference(
+        "entries", np.abs(bort[upper]) / np.diag(bort).mean(),
+        np.abs(sgd[upper]) / np.diag(sgd).mean(), better="lower",
+        paired=False)
+    for name, d in (("diagonal", diagonal), ("off-diagonal", off_diagonal),
+                    ("entries", entries)):
+      covered[name] += d.low <= 0.0 <= d.high
+  coverage = {name: c / count for name, c in covered.items()}
+  # ±0.017 is one binomial s.d. at 160 networks and 95 % coverage.
+  assert coverage["diagonal"] >= 0.88, coverage
+  assert coverage["off-diagonal"] >= 0.88, coverage
+  assert coverage["entries"] <= 0.60, coverage
 
 
 # --------------------------------------------------------- trained runs

@@ -31,14 +31,14 @@ def correlation(a, b) -> np.ndarray:
 
 
 def adversarial_pairs(labels: np.ndarray, num_pairs: int):
-  """(source, target) indices: each source with the next image of another class."""
-  n = len(labels)
-  order = (np.arange(n)[:, None] + np.arange(1, n)[None, :]) % n  # next ones
-  differs = labels[order] != labels[:, None]
-  has_other = differs.any(1)
-  sources = np.flatnonzero(has_other)[:num_pairs]
-  targets = order[sources, differs[sources].argmax(1)]
-  return sources, targets
+  """(source, target) indices of up to ``num_pairs`` disjoint pairs: image
+  ``2i`` with image ``2i + 1`` where their classes differ. No image is in two
+  pairs, so the pairs of i.i.d. test images are independent units."""
+  labels = np.asarray(labels)
+  sources = np.arange(0, len(labels) - 1, 2)
+  keep = labels[sources] != labels[sources + 1]
+  sources = sources[keep][:num_pairs]
+  return sources, sources + 1
 
 
 def _baseline_and_bort(measured):
@@ -72,11 +72,14 @@ def _shown_rows(measured, ctx, field):
 
 
 def _compare(measured, ctx, name, read, *, better, paired=True,
-             unit="test images"):
+             unit="test images", **options):
+  """``stats.difference`` of ``read(measurement)``, Bort vs the baseline;
+  ``options``: its ``statistic`` / ``units_per_run``."""
   base, bort = _baseline_and_bort(measured)
   return stats.difference(f"{ctx.label}: {name}", _per_seed(measured, bort, read),
                           _per_seed(measured, base, read), better=better,
-                          paired=paired, unit=unit, seed=ctx.explain.seed)
+                          paired=paired, unit=unit, seed=ctx.explain.seed,
+                          **options)
 
 
 # ------------------------------------------------------------------ Table 1
@@ -133,16 +136,16 @@ register(Analysis(
 
 # ------------------------------------------------------------------ Fig. 3a
 
-def _upper_triangle(diag, offdiag) -> np.ndarray:
-  """The distinct off-diagonal entries G_ij, i < j, of a symmetric Gram given
-  its diagonal and its row-major off-diagonal entries (both G_ij and G_ji)."""
+def gram_matrix(diag, offdiag) -> np.ndarray:
+  """The symmetric Gram matrix from its diagonal and its row-major
+  off-diagonal entries (as :func:`bort_jax.explain.gram_distribution`)."""
   n = len(diag)
   if len(offdiag) != n * (n - 1):
     raise ValueError(f"a {n}×{n} Gram has {n * (n - 1)} off-diagonal entries; "
                      f"got {len(offdiag)}")
-  gram = np.zeros((n, n))
+  gram = np.diag(np.asarray(diag, np.float64))
   gram[~np.eye(n, dtype=bool)] = offdiag
-  return gram[np.triu_indices(n, 1)]
+  return gram
 
 
 def _gram(run, ctx):
@@ -151,7 +154,7 @@ def _gram(run, ctx):
   for layer, entries in explain.gram_distribution(run.model).items():
     diag, offdiag = np.asarray(entries["diag"]), np.asarray(entries["offdiag"])
     out[layer] = {"diag": diag, "offdiag": offdiag,
-                  "upper": _upper_triangle(diag, offdiag)}
+                  "gram": gram_matrix(diag, offdiag)}
   return out
 
 
@@ -168,6 +171,9 @@ def _gram_summary(measured, ctx):
 
 
 def _gram_differences(measured, ctx):
+  """|G_ii − 1| and |G_ij| / mean G_ii per layer, with a cluster bootstrap
+  over each network's Gram rows (stats module docstring): never paired, since
+  row i of two networks is not the same unit."""
   base, _ = _baseline_and_bort(measured)
   out = []
   for layer, g in measured[base][0].items():
@@ -175,23 +181,26 @@ def _gram_differences(measured, ctx):
       continue  # one unit: a bootstrap over it has no spread, so no interval
     out.append(_compare(measured, ctx, f"{layer} |G_ii − 1|",
                         lambda r, l=layer: np.abs(r[l]["diag"] - 1.0),
-                        better="lower", paired=False,
-                        unit="diagonal entries (output units)"))
-    if np.size(g["upper"]) >= 2:
-      out.append(_compare(
-          measured, ctx, f"{layer} |G_ij| / mean G_ii",
-          lambda r, l=layer: np.abs(r[l]["upper"]) / np.mean(r[l]["diag"]),
-          better="lower", paired=False, unit="unit pairs i < j"))
+                        better="lower", paired=False, units_per_run=True,
+                        unit="Gram rows"))
+    out.append(_compare(measured, ctx, f"{layer} |G_ij| / mean G_ii",
+                        lambda r, l=layer: r[l]["gram"], better="lower",
+                        paired=False, units_per_run=True, unit="Gram rows",
+                        statistic=stats.gram_offdiagonal_ratio))
   return out
 
 
 register(Analysis(
     id="fig3a", title="Fig. 3a: Gram matrix entries",
-    description="Entries of each conv kernel's Gram matrix W Wᵀ (Section "
-                "4.2.1). Bort should bring the diagonal to 1 and the "
-                "off-diagonal to 0; the off-diagonal is measured relative to "
-                "the mean diagonal, since SGD with weight decay shrinks every "
-                "entry toward 0 without making filters orthogonal.",
+    description="Entries of each conv kernel's Gram matrix (Section 4.2.1) "
+                "on its smaller side: W Wᵀ (rows = output units) when there "
+                "are no more outputs than fan-in, else Wᵀ W (Eq. 6), the side "
+                "Bort's update drives to the identity. Bort should bring the "
+                "diagonal to 1 and the off-diagonal to 0; the off-diagonal is "
+                "measured relative to the mean diagonal, since SGD with "
+                "weight decay shrinks every entry toward 0 without making "
+                "filters orthogonal. Intervals resample the Gram's rows "
+                "(units), not its entries, which share their rows.",
     measure=_gram, summarize=_gram_summary,
     plot=lambda m, ctx: plots.plot_gram_histograms(
         {label: runs[0] for label, runs in m.items()},
@@ -416,15 +425,29 @@ register(Analysis(
               "K-means (Fig. 6b)")))
 
 
+def _adversarial_images(ctx):
+  """Sources and targets of ``explain.adversarial_pairs`` disjoint pairs,
+  from the start of the test split (as many batches as that takes)."""
+  wanted = ctx.explain.adversarial_pairs
+  images, labels, sources = [], [], np.zeros(0, int)
+  for batch in ctx.test_split():
+    keep = np.asarray(batch["mask"]).astype(bool)
+    images.append(np.asarray(batch["image"])[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+    sources, targets = adversarial_pairs(np.concatenate(labels), wanted)
+    if len(sources) == wanted:
+      break
+  if not sources.size:
+    raise ValueError(f"no two consecutive test images of different classes "
+                     f"among {sum(map(len, labels))}: adversarial synthesis "
+                     "needs pairs of two classes")
+  images = np.concatenate(images)
+  return images[sources], images[targets]
+
+
 def _adversarial(run, ctx):
   from bort_jax import explain  # pylint: disable=import-outside-toplevel
-  sources, targets = adversarial_pairs(ctx.labels,
-                                       ctx.explain.adversarial_pairs)
-  if not sources.size:
-    raise ValueError(f"all {len(ctx.labels)} explained images have label "
-                     f"{ctx.labels[0]}: adversarial synthesis needs two "
-                     "classes; raise explain.num_images")
-  x_source, x_target = ctx.images[sources], ctx.images[targets]
+  x_source, x_target = map(jnp.asarray, _adversarial_images(ctx))
   x_adv = explain.synthesize_adversarial(run.model, x_source, x_target,
                                          layer=ctx.layer, k=ctx.k,
                                          B=ctx.explain.B)
@@ -438,12 +461,13 @@ def _adversarial(run, ctx):
 
 def _fig6c_plot(measured, ctx):
   first = next(iter(measured.values()))[0]
+  shown = slice(ctx.explain.num_show)
   return plots.plot_adversarial(
-      first["sources"], first["targets"],
-      {label: runs[0]["x_adv"] for label, runs in measured.items()},
-      predictions={label: runs[0]["predictions"]
+      first["sources"][shown], first["targets"][shown],
+      {label: runs[0]["x_adv"][shown] for label, runs in measured.items()},
+      predictions={label: runs[0]["predictions"][shown]
                    for label, runs in measured.items()},
-      target_classes=first["target_classes"],
+      target_classes=first["target_classes"][shown],
       success_rates={label: float(np.mean(runs[0]["fooled"]))
                      for label, runs in measured.items()},
       title=f"{ctx.label}: adversarial synthesis, k = {ctx.k} (Fig. 6c)")
@@ -462,7 +486,10 @@ register(Analysis(
     description="Adversarial samples synthesised from the target's k most "
                 "salient channels placed at the source's peaks (Appendix "
                 "A.5); a sample fools the classifier when it is classified as "
-                "the target's predicted class.",
+                "the target's predicted class. The pairs are disjoint pairs "
+                "of consecutive test images of different classes (each image "
+                "in one pair at most), the independent units of the interval "
+                "(the figure shows the first ones).",
     measure=_adversarial,
     summarize=lambda m, ctx: {label: {
         "success rate (%)": 100 * _mean_over_seeds([r["fooled"] for r in runs]),

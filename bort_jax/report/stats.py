@@ -2,28 +2,36 @@
 
 Every claim of the report is decided by differences ``Bort − baseline`` (or
 ``Bort − reference`` for a claim about Bort alone), each with a percentile
-bootstrap confidence interval:
+bootstrap confidence interval. The bootstrap resamples what is independent:
 
-- resampled units are the test images (or, for weight statistics, the kernel
-  entries), drawn with replacement; when both sides were measured on the same
-  units (the same test images) the draw is shared (a paired bootstrap);
-- when an optimizer has several runs (seeds), the runs are resampled too
-  (first the runs, then the units: a two-level bootstrap);
-- the interval is the central ``confidence`` mass of the resampled mean
-  differences.
+- test images (the image-level claims): every run of a model was measured on
+  the same images, so one draw of images serves all runs of a side and, when
+  both sides saw the same images, both sides (a paired bootstrap);
+- the units of a network (weight statistics, Fig. 3a): the rows of a kernel's
+  Gram matrix. Its entries are not independent (``G_ij`` shares unit ``i``
+  with the whole row ``i``), so the units are drawn and the statistic is
+  recomputed from the drawn units' entries, an off-diagonal pair only between
+  two distinct original units (a cluster bootstrap over units). Each network
+  gets its own draw: unit ``i`` of one network has nothing to do with unit
+  ``i`` of another (a permutation of the units is the same network), so
+  pairing units across two networks would pair an arbitrary labelling;
+- seeds: when an optimizer has several runs, the runs are resampled too
+  (first the runs, then the units: a two-level bootstrap).
 
-A difference *supports* the claim when its whole interval lies on the side the
-paper predicts, *contradicts* it when the whole interval lies on the other
-side, and is *undecided* when the interval contains 0. A claim ``holds`` when
-every difference supports it, ``does not hold`` when at least one contradicts
-it, and is ``inconclusive`` otherwise. The rule, the confidence level and the
-number of resamples are fixed here, not per claim, and not chosen from results.
+The interval is the central ``confidence`` mass of the resampled statistic
+differences. A difference *supports* the claim when its whole interval lies
+on the side the paper predicts, *contradicts* it when the whole interval lies
+on the other side, and is *undecided* when the interval contains 0. A claim
+``holds`` when every difference supports it, ``does not hold`` when at least
+one contradicts it, and is ``inconclusive`` otherwise. The rule, the
+confidence level and the number of resamples are fixed here, not per claim,
+and not chosen from results.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -38,27 +46,64 @@ NUM_RESAMPLES = 2000
 VERDICT_RULE = (
     f"Each difference (Bort minus baseline, or Bort minus a stated reference) "
     f"has a {CONFIDENCE:.0%} percentile bootstrap interval ({NUM_RESAMPLES} "
-    "resamples of the test images, or of the kernel entries for weight "
-    "statistics, paired when both sides saw the same images; runs are "
-    "resampled too when an optimizer has several seeds). A difference supports "
-    "the claim when its whole interval lies on the side the paper predicts and "
-    "contradicts it when its whole interval lies on the other side. A claim "
-    "holds when every difference supports it, does not hold when any "
-    "difference contradicts it, and is inconclusive otherwise (an interval "
-    "that contains 0 never counts as support).")
+    "resamples of the independent units: test images, paired when both sides "
+    "saw the same images; for weight statistics the rows of each network's "
+    "Gram matrix, drawn for each network on its own, with off-diagonal "
+    "statistics recomputed from the pairs of distinct drawn rows; runs are "
+    "resampled too when an optimizer has several seeds). A difference "
+    "supports the claim when its whole interval lies on the side the paper "
+    "predicts and contradicts it when its whole interval lies on the other "
+    "side. A claim holds when every difference supports it, does not hold "
+    "when any difference contradicts it, and is inconclusive otherwise (an "
+    "interval that contains 0 never counts as support).")
+
+Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``statistic(data, counts)``: one run's ``data`` (units on the leading axis)
+and ``counts`` (R, n), how often each of its n units was drawn in each of R
+resamples, -> (R,) values of the statistic on the resampled units. With
+``counts`` all ones it is the statistic of the run itself."""
+
+_COUNTS_PER_CHUNK = 1 << 21  # resamples are drawn in chunks of ≤ this many counts
+
+
+def mean(data: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  """The mean over units (a unit's own values averaged first)."""
+  per_unit = data.reshape(data.shape[0], -1).mean(1)
+  return counts @ per_unit / counts.sum(1)
+
+
+def gram_offdiagonal_ratio(gram: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  """``mean |G_ij| (i ≠ j) / mean G_ii`` of a Gram over resampled units.
+
+  A unit drawn ``c_i`` times enters ``c_i`` times; the off-diagonal pairs are
+  the ordered pairs of draws of two *distinct* original units (copies of one
+  unit are not a pair: ``G_ii`` is its diagonal), so the numerator is
+  ``cᵀ |G|₀ c`` over ``(Σc)² − Σc²`` pairs, ``|G|₀`` being ``|G|`` with a zero
+  diagonal. A resample that drew a single unit has no pair and gives NaN.
+  """
+  off = np.abs(gram)
+  np.fill_diagonal(off, 0.0)
+  pair_sums = np.einsum("ri,ri->r", counts @ off, counts)
+  draws = counts.sum(1)
+  num_pairs = draws ** 2 - np.einsum("ri,ri->r", counts, counts)
+  diag_mean = counts @ np.diagonal(gram) / draws
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(num_pairs > 0, pair_sums / np.maximum(num_pairs, 1),
+                    np.nan) / diag_mean
 
 
 def _as_runs(name: str, values) -> np.ndarray:
-  """``values`` as a (runs, units) float64 array: one row per seed."""
+  """``values`` as a (runs, units, ...) float64 array: one row per seed."""
   if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
     values = [values]
-  rows = [np.asarray(v, np.float64).reshape(-1) for v in values]
+  rows = [np.asarray(v, np.float64) for v in values]
+  rows = [r.reshape(1) if r.ndim == 0 else r for r in rows]
   if not rows or any(r.size == 0 for r in rows):
     raise ValueError(f"{name} needs at least one run with at least one value; "
                      f"got sizes {[r.size for r in rows]}")
-  if len({r.size for r in rows}) != 1:
-    raise ValueError(f"every run of {name} needs the same number of units; "
-                     f"got {[r.size for r in rows]}")
+  if len({r.shape for r in rows}) != 1:
+    raise ValueError(f"every run of {name} needs the same units; got shapes "
+                     f"{[r.shape for r in rows]}")
   stacked = np.stack(rows)
   if not np.all(np.isfinite(stacked)):
     raise ValueError(f"{name} has {int(np.sum(~np.isfinite(stacked)))} "
@@ -66,12 +111,26 @@ def _as_runs(name: str, values) -> np.ndarray:
   return stacked
 
 
-def _resampled_means(runs: np.ndarray, units: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-  """(NUM_RESAMPLES,) means over resampled runs and the given unit draws."""
-  picked = rng.integers(0, runs.shape[0], size=(len(units), runs.shape[0]))
-  # runs[picked][:, :, units] without materialising (R, S, N) at once.
-  return np.stack([runs[p][:, u].mean() for p, u in zip(picked, units)])
+def _unit_counts(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+  """(size, n) counts of n draws with replacement from n units."""
+  draws = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
+  return np.bincount(draws.ravel(), minlength=size * n).reshape(
+      size, n).astype(np.float64)
+
+
+def _resampled(runs: np.ndarray, statistic: Statistic, counts,
+               rng: np.random.Generator) -> np.ndarray:
+  """(size,) two-level resamples: the runs drawn with replacement, each
+  drawn run's statistic on its units, averaged over the drawn runs.
+
+  ``counts`` is one (size, n) array shared by every run (the same test
+  images) or a callable giving a fresh one per run (each run's own units).
+  """
+  per_run = np.stack([statistic(run, counts() if callable(counts) else counts)
+                      for run in runs])                      # (runs, size)
+  size = per_run.shape[1]
+  picked = rng.integers(0, len(runs), size=(size, len(runs)))
+  return per_run[picked, np.arange(size)[:, None]].mean(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,47 +160,76 @@ class Difference:
 
 
 def difference(name: str, bort, baseline, *, better: str, paired: bool,
-               unit: str = "test images", seed: int = 0) -> Difference:
-  """Bootstrap CI of ``mean(bort) − mean(baseline)``.
+               unit: str = "test images", seed: int = 0,
+               statistic: Statistic = mean,
+               units_per_run: bool = False) -> Difference:
+  """Bootstrap CI of ``statistic(bort) − statistic(baseline)``.
 
   Args:
     name: what is compared (shown in the report).
-    bort: values of the Bort runs: one array of per-unit values, or a list of
-      them (one per seed).
+    bort: values of the Bort runs: one array with the units on its leading
+      axis (per-image values; a Gram matrix), or a list of them (one per seed).
     baseline: the same for the baseline runs, or a float reference value.
     better: ``"higher"`` or ``"lower"``: the sign the paper predicts.
     paired: whether unit ``i`` of both sides is the same test image (then the
       resampled units are shared).
     unit: name of the resampled units.
     seed: seed of the resampling.
+    statistic: what is computed from a run's resampled units (see
+      :data:`Statistic`); the mean by default. The point estimate of a side
+      is its statistic on every unit once, averaged over its runs.
+    units_per_run: whether each run has units of its own (a network's Gram
+      rows), drawn independently for every run, instead of units shared by
+      all runs (test images) drawn once per resample. Such units are never
+      paired across the sides.
   """
   if better not in ("higher", "lower"):
     raise ValueError(f"better must be 'higher' or 'lower'; got {better!r}")
+  if paired and units_per_run:
+    raise ValueError(f"{name}: units of different networks cannot be paired "
+                     "(paired=True with units_per_run=True)")
   rng = np.random.default_rng(seed)
-  bort_runs = _as_runs(f"{name} (Bort)", bort)
-  n = bort_runs.shape[1]
-  draws = rng.integers(0, n, size=(NUM_RESAMPLES, n))
-  bort_means = _resampled_means(bort_runs, draws, rng)
-  if isinstance(baseline, (int, float)):
-    base_mean, base_means = float(baseline), np.full(NUM_RESAMPLES,
-                                                     float(baseline))
-    units = f"{n} {unit} × {bort_runs.shape[0]} run(s)"
-  else:
-    base_runs = _as_runs(f"{name} (baseline)", baseline)
-    if paired and base_runs.shape[1] != n:
+  sides = [_as_runs(f"{name} (Bort)", bort)]
+  if not isinstance(baseline, (int, float)):
+    sides.append(_as_runs(f"{name} (baseline)", baseline))
+    if paired and sides[1].shape[1] != sides[0].shape[1]:
       raise ValueError(f"{name}: a paired comparison needs the same units on "
-                       f"both sides; got {n} and {base_runs.shape[1]}")
-    base_draws = draws if paired else rng.integers(
-        0, base_runs.shape[1], size=(NUM_RESAMPLES, base_runs.shape[1]))
-    base_means = _resampled_means(base_runs, base_draws, rng)
-    base_mean = float(base_runs.mean())
+                       f"both sides; got {sides[0].shape[1]} and "
+                       f"{sides[1].shape[1]}")
+  resamples = [np.empty(NUM_RESAMPLES) for _ in sides]
+  chunk = max(1, _COUNTS_PER_CHUNK // max(s.shape[1] for s in sides))
+  for start in range(0, NUM_RESAMPLES, chunk):
+    size = min(chunk, NUM_RESAMPLES - start)
+    shared = _unit_counts(rng, sides[0].shape[1], size) if paired else None
+    for runs, out in zip(sides, resamples):
+      n = runs.shape[1]
+      if units_per_run:
+        counts = lambda n=n, size=size: _unit_counts(rng, n, size)
+      else:
+        counts = shared if paired else _unit_counts(rng, n, size)
+      out[start:start + size] = _resampled(runs, statistic, counts, rng)
+  point = [float(np.mean([statistic(run, np.ones((1, run.shape[0])))[0]
+                          for run in runs])) for runs in sides]
+  if not np.all(np.isfinite(point)):
+    raise ValueError(f"{name}: the statistic of the measurements is not "
+                     f"finite (Bort, baseline: {point}); e.g. a Gram ratio "
+                     "of a kernel whose diagonal is all 0")
+  n = sides[0].shape[1]
+  if len(sides) == 1:
+    base_mean, base_resamples = float(baseline), float(baseline)
+    units = f"{n} {unit} × {sides[0].shape[0]} run(s)"
+  else:
+    base_mean, base_resamples = point[1], resamples[1]
     units = (f"{n} {unit}{' (paired)' if paired else ''} × "
-             f"{bort_runs.shape[0]} vs {base_runs.shape[0]} run(s)")
+             f"{sides[0].shape[0]} vs {sides[1].shape[0]} run(s)")
   tail = (1.0 - CONFIDENCE) / 2.0
-  low, high = np.quantile(bort_means - base_means, [tail, 1.0 - tail])
-  bort_mean = float(bort_runs.mean())
-  return Difference(name=name, better=better, bort=bort_mean,
-                    baseline=base_mean, difference=bort_mean - base_mean,
+  # A resample without a value (a Gram statistic whose draws all hit one
+  # unit, probability n^(1-n): 1/2 for 2 units, 1/9 for 3, 1/64 for 4) is
+  # left out: the interval is conditional on two distinct units drawn.
+  low, high = np.nanquantile(resamples[0] - base_resamples,
+                             [tail, 1.0 - tail])
+  return Difference(name=name, better=better, bort=point[0],
+                    baseline=base_mean, difference=point[0] - base_mean,
                     low=float(low), high=float(high), units=units)
 
 

@@ -25,7 +25,9 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
 - explainers on 16 test images (figures show 6); Table 1's claim uses all
   360 test images; RISE with 500 masks; IG, GuidedIG and XRAI's inner IG 32
   steps; deletion/insertion 28 pixels per step (28 steps); k = 64 salient
-  channels (16 for LeNet's conv2); 16 adversarial pairs.
+  channels (16 for LeNet's conv2); 64 adversarial pairs (disjoint pairs of
+  test images; their cost over 16 pairs is in BENCHMARKS.md,
+  experiments.bench_report).
 
 Estimated on a quiet 2-core machine from per-epoch costs measured here (LeNet
 0.33 s, ACNN-Small x0.125 3.4 s per epoch of digits): about 7 minutes with
@@ -79,7 +81,7 @@ def explain_config() -> ml_collections.ConfigDict:
   config.rise_cell_size = 7
   config.deletion_step = 28     # pixels removed/inserted per step
   config.n_clusters = 6         # K-means clusters of the top-k components
-  config.adversarial_pairs = 16
+  config.adversarial_pairs = 64  # disjoint pairs of test images (Fig. 6c)
   config.eval_batch_size = 256  # Table 1's per-image accuracy pass
   return config
 
