@@ -32,14 +32,17 @@ from flax import nnx
 
 import bort_jax
 from bort_jax import models
+from experiments.bench_train import comma_choices
 from experiments.gemm import gemm_rate, seconds_per_step
 
 
-def model_params(name: str):
-  """Random float32 params with the shapes of a registered model."""
+def model_params(name: str, width: float = 1.0):
+  """Random float32 params with the shapes of a registered model at
+  ``width`` of its width."""
   abstract = nnx.eval_shape(
       lambda: models.create(name, num_classes=10 if "acnn_small" in name
-                            else 1000, rngs=nnx.Rngs(0)))
+                            else 1000, rngs=nnx.Rngs(0),
+                            width_multiplier=width))
   shapes = nnx.as_pure(nnx.state(abstract, nnx.Param))
   leaves, treedef = jax.tree.flatten(shapes)
   keys = jax.random.split(jax.random.key(0), len(leaves))
@@ -101,8 +104,8 @@ def time_stats(params, repeats: int) -> float:
                               lambda: jax.block_until_ready(out[0])))
 
 
-def bench(name: str, repeats: int) -> dict:
-  params = model_params(name)
+def bench(name: str, repeats: int, width: float = 1.0) -> dict:
+  params = model_params(name, width)
   rate = gemm_rate()
   lr, lam, momentum, wd = 0.01, 0.1, 0.9, 1e-4
   sgd = optax.chain(optax.add_decayed_weights(wd, bort_jax.default_mask),
@@ -115,6 +118,7 @@ def bench(name: str, repeats: int) -> dict:
   ideal = flops / rate
   return {
       "model": name,
+      "width": width,
       "gemm_gflops": rate / 1e9,
       "params": int(sum(x.size for x in jax.tree.leaves(params))),
       "kernels": int(sum(jax.tree.leaves(bort_jax.default_mask(params)))),
@@ -131,8 +135,11 @@ def bench(name: str, repeats: int) -> dict:
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="acnn_small_mnist,resnet50")
+  parser.add_argument("--models", default="acnn_small_mnist,resnet50",
+                      type=comma_choices(models.NAMES, "models"))
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--width", type=float, default=1.0,
+                      help="the models' width_multiplier (1.0: paper width)")
   parser.add_argument("--json", default=None, help="also write results here")
   args = parser.parse_args(argv)
 
@@ -145,8 +152,8 @@ def main(argv=None):
             f"{'ratio':>7}{'stats ms':>10}{'stats/bort':>11}")
   print(header)
   rows = []
-  for name in args.models.split(","):
-    row = bench(name, args.repeats)
+  for name in args.models:
+    row = bench(name, args.repeats, args.width)
     rows.append(row)
     print(f"{row['model']:<18}{row['params']:>12,}{row['kernels']:>9}"
           f"{row['gemm_gflops']:>10.1f}"

@@ -23,8 +23,14 @@ on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
    precision's dtype measured in the same run (4096³, JAX).
 
     python -m experiments.bench_torch [--models acnn_small_mnist,resnet50]
-        [--steps 20] [--precisions tf32,amp] [--batch_sizes 128,256]
-        [--no_compile] [--json out.json]
+        [--steps 20] [--precisions tf32,amp] [--optimizers bort_sgd,sgd]
+        [--batch_sizes 128,256] [--no_compile] [--json out.json]
+
+A ``train`` row is written to the JSON as it fills (eager, bort_jax, then
+``torch.compile``), so a time limit leaves what was measured.
+``--image_size 32 --gemm_size 256`` are smoke-test sizes for the CPU
+(``bash experiments/gpu_session.sh smoke``); without a GPU the JSON's
+``env`` says so and ``cudnn.benchmark`` is not set.
 
 Needs ``torch`` (and ``torchvision`` for ResNet50), which ``requirements.txt``
 does not install.
@@ -212,15 +218,17 @@ def bench_optimizer_step(name: str, steps: int, repeats: int) -> dict:
 #         cudnn.benchmark; bort_jax with compute_dtype=bfloat16 (float32
 #         params and optimizer state on both sides).
 PRECISIONS = ("tf32", "amp")
+# Bort-S first: the issue's target compares the Bort-S steps.
+OPTIMIZERS = ("bort_sgd", "sgd")
 
 
 def torch_train_seconds(name: str, optimizer: str, batch_size: int,
                         precision: str, compiled: bool, steps: int,
-                        repeats: int) -> list[float]:
+                        repeats: int, image_shape=None) -> list[float]:
   """Seconds per PyTorch training step, eager or ``torch.compile``d model."""
   import torch  # pylint: disable=g-import-not-at-top
   config = SETUPS[name][0](optimizer)
-  h, w, c = SETUPS[name][1]
+  h, w, c = image_shape or SETUPS[name][1]
   device = _torch_device()
   model = torch_model(name).to(device).to(memory_format=torch.channels_last)
   images = torch.randn(batch_size, c, h, w, device=device).to(
@@ -256,16 +264,19 @@ def torch_train_seconds(name: str, optimizer: str, batch_size: int,
 
 
 def jax_train(name: str, optimizer: str, batch_size: int, precision: str,
-              steps: int, repeats: int, config_overrides=None) -> dict:
+              steps: int, repeats: int, config_overrides=None,
+              image_shape=None) -> dict:
   """The ``bort_jax.train`` step's seconds per step (``times``) and XLA's
-  FLOPs per step (``flops``) at ``precision``'s compute dtype."""
+  FLOPs per step (``flops``) at ``precision``'s compute dtype, on images of
+  ``image_shape`` (HWC; default the model's)."""
+  image_shape = image_shape or SETUPS[name][1]
   config = SETUPS[name][0](optimizer)
   config.batch_size = batch_size
   config.compute_dtype = "bfloat16" if precision == "amp" else "float32"
   for key, value in (config_overrides or {}).items():
     config[key] = value
   train_step, state, batch = bench_train.build_step(config, "gemm",
-                                                    SETUPS[name][1])
+                                                    image_shape)
   cost = train_step.lower(state, batch).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   times, _ = bench_train.time_steps(train_step, state, batch, steps, repeats)
@@ -274,100 +285,143 @@ def jax_train(name: str, optimizer: str, batch_size: int, precision: str,
 
 def bench_train_step(name: str, optimizer: str, batch_size: int,
                      precision: str, steps: int, repeats: int,
-                     peak_flops: float, compile_torch: bool) -> dict:
-  """One row: PyTorch eager (and compiled) vs bort_jax at ``precision``;
-  ``mfu`` is bort_jax's XLA FLOPs per second over ``peak_flops`` (the
-  measured matmul rate of the precision's dtype)."""
+                     peak_flops: float, compile_torch: bool, image_shape=None):
+  """One row, yielded as it fills: PyTorch eager, then bort_jax at
+  ``precision``, then ``torch.compile`` (the slowest to build, last so a time
+  limit cuts it first). ``mfu`` is bort_jax's XLA FLOPs per second over
+  ``peak_flops`` (the measured matmul rate of the precision's dtype);
+  ``speedup_vs_best_torch`` is over the fastest PyTorch variant timed."""
   row = {"model": name, "optimizer": optimizer, "batch_size": batch_size,
-         "precision": precision}
+         "precision": precision,
+         "image_shape": list(image_shape or SETUPS[name][1])}
   torch_times = torch_train_seconds(name, optimizer, batch_size, precision,
-                                    False, steps, repeats)
+                                    False, steps, repeats, image_shape)
   row["torch_eager_images_per_sec"] = batch_size / min(torch_times)
-  best_torch = min(torch_times)
-  if compile_torch:
-    try:
-      compiled = torch_train_seconds(name, optimizer, batch_size, precision,
-                                     True, steps, repeats)
-      row["torch_compile_images_per_sec"] = batch_size / min(compiled)
-      best_torch = min(best_torch, min(compiled))
-    except Exception as error:  # pylint: disable=broad-except
-      row["torch_compile_error"] = f"{type(error).__name__}: {error}"[:300]
+  yield row
   jax_result = jax_train(name, optimizer, batch_size, precision, steps,
-                         repeats)
+                         repeats, image_shape=image_shape)
   jax_time = min(jax_result["times"])
   row.update({
       "jax_images_per_sec": batch_size / jax_time,
       "jax_ms_median": 1e3 * statistics.median(jax_result["times"]),
-      "speedup_vs_best_torch": best_torch / jax_time,
+      "speedup_vs_torch_eager": min(torch_times) / jax_time,
+      "speedup_vs_best_torch": min(torch_times) / jax_time,
       "jax_tflops": jax_result["flops"] / jax_time / 1e12,
       "mfu": jax_result["flops"] / jax_time / peak_flops})
-  return row
+  yield row
+  if compile_torch:
+    try:
+      compiled = min(torch_train_seconds(name, optimizer, batch_size,
+                                         precision, True, steps, repeats,
+                                         image_shape))
+    except Exception as error:  # pylint: disable=broad-except
+      row["torch_compile_error"] = f"{type(error).__name__}: {error}"[:300]
+    else:
+      row["torch_compile_images_per_sec"] = batch_size / compiled
+      row["speedup_vs_torch_compile"] = compiled / jax_time
+      row["speedup_vs_best_torch"] = min(min(torch_times), compiled) / jax_time
+    yield row
 
 
-def main():
+def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="acnn_small_mnist,resnet50")
+  comma = bench_train.comma_choices
+  parser.add_argument("--models", default="acnn_small_mnist,resnet50",
+                      type=comma(SETUPS, "models"))
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--parts", default=",".join(PARTS))
+  parser.add_argument("--parts", default=",".join(PARTS),
+                      type=comma(PARTS, "parts"))
   parser.add_argument("--json", default=None)
   parser.add_argument("--precisions", default=",".join(PRECISIONS),
+                      type=comma(PRECISIONS, "precisions"),
                       help="train part: tf32 and/or amp (bf16)")
-  parser.add_argument("--batch_sizes", default="",
+  parser.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                      type=comma(OPTIMIZERS, "optimizers"),
+                      help="train part, in this order")
+  parser.add_argument("--batch_sizes", default=None,
+                      type=lambda text: [int(b) for b in text.split(",")],
                       help="train part: comma list overriding each model's "
                       "batch size (e.g. 128,256)")
+  parser.add_argument("--image_size", type=int, default=None,
+                      help="train part: square images of this side instead "
+                      "of the model's (224 / 28); a smoke-test size")
+  parser.add_argument("--gemm_size", type=int, default=4096,
+                      help="n of the n³ matmul whose rate MFU divides by")
   parser.add_argument("--no_compile", action="store_true",
                       help="skip the torch.compile rows")
-  args = parser.parse_args()
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ModuleNotFoundError:
-    parser.error("needs PyTorch, which requirements.txt does not install: "
-                 "pip install torch torchvision")
-  names = bench_train.comma_list(parser, args.models, SETUPS, "models")
-  parts = bench_train.comma_list(parser, args.parts, PARTS, "parts")
+    raise SystemExit("bench_torch needs PyTorch, which requirements.txt does "
+                     "not install: pip install torch torchvision") from None
+  gpu = torch.cuda.is_available()
   env = {"jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()],
          "torch": torch.__version__,
-         "torch_device": (torch.cuda.get_device_name()
-                          if torch.cuda.is_available() else "cpu")}
+         "torch_device": torch.cuda.get_device_name() if gpu else "cpu",
+         "gpu": gpu,
+         # cudnn.benchmark autotunes cuDNN convolutions; without a GPU there is
+         # none, and AMP is bf16 autocast on the CPU.
+         "cudnn_benchmark": gpu if gpu else "no GPU: not set"}
   print(json.dumps(env), flush=True)
   results = {"env": env}
 
-  def record(key, fn, *fn_args):
-    try:
-      value = fn(*fn_args)
-    except Exception as error:  # pylint: disable=broad-except
-      value = {"error": f"{type(error).__name__}: {error}"}
-    results.setdefault(key, []).append(value)
-    print(key, json.dumps(value), flush=True)
+  def save():
     if args.json:
       with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
 
-  if "correction" in parts:
+  def record(key, fn, *fn_args):
+    """Appends ``fn``'s row to ``results[key]`` and writes the JSON each time
+    the row grows (``fn`` returns a dict or yields it as it fills)."""
+    row = {}
+    results.setdefault(key, []).append(row)
+    try:
+      out = fn(*fn_args)
+      for partial in [out] if isinstance(out, dict) else out:
+        row.update(partial)
+        save()
+    except Exception as error:  # pylint: disable=broad-except
+      row["error"] = f"{type(error).__name__}: {error}"[:500]
+    save()
+    print(key, json.dumps(row), flush=True)
+
+  if "correction" in args.parts:
     record("correction", check_correction)
   # TF32 in PyTorch's matmuls and convs, as JAX's default precision on GPUs.
   torch.backends.cuda.matmul.allow_tf32 = True
   torch.backends.cudnn.allow_tf32 = True
-  torch.backends.cudnn.benchmark = True
-  precisions = bench_train.comma_list(parser, args.precisions, PRECISIONS,
-                                      "precisions")
-  peaks = {"tf32": gemm_rate(4096), "amp": gemm_rate(4096, dtype=jnp.bfloat16)}
-  results["peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
-  print("matmul TFLOP/s (4096³, JAX):", json.dumps(results["peak_tflops"]),
-        flush=True)
-  for name in names:
-    if "optimizer" in parts:
+  if gpu:
+    torch.backends.cudnn.benchmark = True
+  peaks = {}
+  if "train" in args.parts:
+    dtypes = {"tf32": jnp.float32, "amp": jnp.bfloat16}
+    peaks = {p: gemm_rate(args.gemm_size, dtype=dtypes[p])
+             for p in args.precisions}
+    results["peak_tflops"] = {k: v / 1e12 for k, v in peaks.items()}
+    results["gemm_size"] = args.gemm_size
+    print(f"matmul TFLOP/s ({args.gemm_size}³, JAX):",
+          json.dumps(results["peak_tflops"]), flush=True)
+    save()
+  image_shape = None
+  for name in args.models:
+    if "optimizer" in args.parts:
       record("optimizer", bench_optimizer_step, name, args.steps, args.repeats)
-    if "train" in parts:
-      batch_sizes = ([int(b) for b in args.batch_sizes.split(",")]
-                     if args.batch_sizes else [SETUPS[name][2]])
-      for precision in precisions:
-        for batch_size in batch_sizes:
-          for optimizer in ("sgd", "bort_sgd"):
+    if "train" in args.parts:
+      if args.image_size:
+        image_shape = (args.image_size, args.image_size, SETUPS[name][1][2])
+      for precision in args.precisions:
+        for batch_size in args.batch_sizes or [SETUPS[name][2]]:
+          for optimizer in args.optimizers:
             record("train", bench_train_step, name, optimizer, batch_size,
                    precision, args.steps, args.repeats, peaks[precision],
-                   not args.no_compile)
+                   not args.no_compile, image_shape)
+
 
 if __name__ == "__main__":
   main()

@@ -113,27 +113,33 @@ def time_step(optimizer: str, lowering: str, batch_size: int, steps: int,
           "step_seconds_median": statistics.median(step_times), "loss": loss}
 
 
-def comma_list(parser: argparse.ArgumentParser, text: str, allowed, what: str
-               ) -> list[str]:
-  """``text`` split on commas; a parser error names any not in ``allowed``."""
-  names = text.split(",")
-  unknown = sorted(set(names) - set(allowed))
-  if unknown:
-    parser.error(f"unknown {what} {unknown}; expected some of {sorted(allowed)}")
-  return names
+def comma_choices(allowed, what: str):
+  """An argparse ``type``: text split on commas, an error naming any name not
+  in ``allowed`` (so a bad value fails while the flags are parsed)."""
+
+  def parse(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = sorted(set(names) - set(allowed))
+    if unknown:
+      raise argparse.ArgumentTypeError(
+          f"unknown {what} {unknown}; expected some of {sorted(allowed)}")
+    return names
+
+  return parse
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--optimizers", default="sgd,bort_sgd")
   parser.add_argument("--lowerings", default="gemm,xla",
+                      type=comma_choices(LOWERINGS, "lowerings"),
                       help=f"conv lowerings to time, of {sorted(LOWERINGS)}")
   parser.add_argument("--json", default=None, help="also write results here")
-  args = parser.parse_args()
-  lowerings = comma_list(parser, args.lowerings, LOWERINGS, "lowerings")
+  args = parser.parse_args(argv)
+  lowerings = args.lowerings
   names = args.optimizers.split(",")
   # One FLOP count per optimizer, whatever the lowering timed: XLA's count of
   # the convolution-lowered step (padding taps not counted), and of the
