@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 
 import jax
@@ -371,10 +372,11 @@ def main(argv=None):
   print(json.dumps(env), flush=True)
   results = {"env": env}
 
-  def save():
+  def save():  # whole or not at all: a time limit may kill the process
     if args.json:
-      with open(args.json, "w") as f:
+      with open(args.json + ".tmp", "w") as f:
         json.dump(results, f, indent=2)
+      os.replace(args.json + ".tmp", args.json)
 
   def record(key, fn, *fn_args):
     """Appends ``fn``'s row to ``results[key]`` and writes the JSON each time

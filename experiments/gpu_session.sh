@@ -43,8 +43,9 @@
 #    paper width, best of 5. ~0.5 min.
 #
 # smoke runs the same parts and code paths on this CPU at toy sizes (batch
-# 2-4, one step, one repeat, 32 px ResNet50 images, narrow models), in about 4
-# minutes on 2 cores; PYTHON must have torch and torchvision (see
+# 2-4, one step, one repeat, narrow models; torch.compile on ACNN-Small, since
+# ResNet50's takes minutes on 2 cores, and ResNet50 at 32 px without it) in
+# about 3 minutes on 2 cores; PYTHON must have torch and torchvision (see
 # BENCHMARKS.md). What only a GPU has degrades there and says so in the
 # JSON: no cudnn.benchmark ("no GPU: not set"), AMP is CPU bf16 autocast.
 # tensorflow_datasets and saliency are made unimportable, as on the device.
@@ -56,6 +57,11 @@ if [[ "${1:-}" == "prepare" || "${1:-}" == "smoke" || "${1:-}" == "run" ]]; then
   shift
 fi
 ONLY=("$@")
+PARTS=(bench_torch_bort bench_goodput bench_input bench_torch_sgd bench_optimizer)
+for name in "${ONLY[@]}"; do
+  [[ " ${PARTS[*]} " == *" $name "* ]] || {
+    echo "unknown part '$name'; the parts: ${PARTS[*]}" >&2; exit 2; }
+done
 PYTHON="${PYTHON:-python3}"
 DRY_RUN="${DRY_RUN:-}"
 
@@ -93,10 +99,13 @@ part() {  # part NAME SECONDS COMMAND...
     return 0
   fi
   echo "=== $name (limit ${limit}s) $(date -u +%T)" | tee -a "$LOG"
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | grep -v "^WARNING" | tail -40 \
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | grep --line-buffered -v "^WARNING" \
     | tee -a "$LOG"
-  echo "=== $name rc=${PIPESTATUS[0]} $(date -u +%T)" | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name rc=$rc $(date -u +%T)" | tee -a "$LOG"
+  (( rc == 0 )) || FAILED+=("$name (rc $rc)")
 }
+FAILED=()
 
 if [[ -z "$DRY_RUN" ]]; then
   mkdir -p "$OUT"
@@ -127,9 +136,11 @@ fi
 
 bench_torch=(env "JAX_COMPILATION_CACHE_DIR=$JAX_CACHE" "$PYTHON" -m experiments.bench_torch)
 if [[ "$MODE" == "smoke" ]]; then
-  torch_sizes=(--batch_sizes 2 --image_size 32 --steps 1 --repeats 1 --gemm_size 256)
-  part bench_torch_bort 300 "${bench_torch[@]}" --models resnet50 --parts train \
-    --precisions amp --optimizers bort_sgd "${torch_sizes[@]}" \
+  # torch.compile of ResNet50 takes minutes on 2 CPU cores: part 1 compiles
+  # ACNN-Small (28 px), part 4 runs ResNet50 (32 px) without it.
+  toy=(--batch_sizes 2 --steps 1 --repeats 1 --gemm_size 256)
+  part bench_torch_bort 240 "${bench_torch[@]}" --models acnn_small_mnist \
+    --parts train --precisions amp --optimizers bort_sgd "${toy[@]}" \
     --json "$OUT/bench_torch_bort.json"
   part bench_goodput 120 "$PYTHON" -m experiments.bench_goodput \
     --config table1_mnist_acnn_small_bort_sgd --width 0.05 --epochs 0.003 \
@@ -137,7 +148,7 @@ if [[ "$MODE" == "smoke" ]]; then
   part bench_input 120 "$PYTHON" -m experiments.bench_input --images 8 --batch 4 \
     --repeats 1 --json "$OUT/bench_input.json"
   part bench_torch_sgd 180 "${bench_torch[@]}" --models resnet50 --parts train \
-    --precisions amp --optimizers sgd --no_compile "${torch_sizes[@]}" \
+    --precisions amp --optimizers sgd --no_compile "${toy[@]}" --image_size 32 \
     --json "$OUT/bench_torch_sgd.json"
   part bench_optimizer 120 "$PYTHON" -m experiments.bench_optimizer \
     --models acnn_small_mnist --width 0.125 --repeats 1 \
@@ -158,4 +169,28 @@ else
     --models acnn_small_mnist,resnet50 --repeats 5 \
     --json "$OUT/bench_optimizer.json"
 fi
-[[ -n "$DRY_RUN" ]] || ls -l "$OUT"
+[[ -n "$DRY_RUN" ]] && exit 0
+ls -l "$OUT"
+# Every JSON, and any error recorded inside one (a torch.compile that failed
+# is caught and written, not raised): the run fails if a part did.
+"$PYTHON" - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+import json, pathlib, sys
+def errors(node, path=""):
+  if isinstance(node, dict):
+    for key, value in node.items():
+      if "error" in key:
+        yield f"{path}/{key}: {value}"
+      yield from errors(value, f"{path}/{key}")
+  elif isinstance(node, list):
+    for i, value in enumerate(node):
+      yield from errors(value, f"{path}[{i}]")
+found = [f"{p.name}{e}" for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))
+         for e in errors(json.loads(p.read_text()))]
+print("\n".join(["errors in the JSON:"] + found) if found else "no errors in the JSON")
+sys.exit(1 if found else 0)
+EOF
+(( PIPESTATUS[0] == 0 )) || FAILED+=("errors in the JSON")
+if (( ${#FAILED[@]} )); then
+  echo "FAILED: ${FAILED[*]}" | tee -a "$LOG"
+  exit 1
+fi

@@ -105,3 +105,14 @@ def test_named_parts_run_alone(tmp_path):
                         capture_output=True, text=True).stdout
   assert [line.split("\t")[0] for line in text.splitlines()] == [
       "bench_input", "bench_optimizer"]
+  unknown = subprocess.run(["bash", str(SCRIPT), "run", "bench_inputs"],
+                           cwd=REPO, env=env, capture_output=True, text=True)
+  assert unknown.returncode == 2
+  assert "unknown part 'bench_inputs'; the parts: bench_torch_bort" in (
+      unknown.stderr)
+
+
+def test_the_part_list_names_every_part(tmp_path):
+  script = SCRIPT.read_text()
+  listed = script.split("\nPARTS=(", 1)[1].split(")", 1)[0].split()
+  assert listed == [name for name, _, _ in dry_run("run", str(tmp_path))]
