@@ -26,8 +26,9 @@ on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
         [--steps 20] [--precisions tf32,amp] [--optimizers bort_sgd,sgd]
         [--batch_sizes 128,256] [--no_compile] [--json out.json]
 
-A ``train`` row is written to the JSON as it fills (eager, bort_jax, then
-``torch.compile``), so a time limit leaves what was measured.
+``train`` rows are written to the JSON as they fill: PyTorch eager and
+bort_jax for every row first, then the ``torch.compile`` columns, so a time
+limit leaves what was measured.
 ``--image_size 32 --gemm_size 256`` are smoke-test sizes for the CPU
 (``bash experiments/gpu_session.sh smoke``); without a GPU the JSON's
 ``env`` says so and ``cudnn.benchmark`` is not set.
@@ -286,12 +287,10 @@ def jax_train(name: str, optimizer: str, batch_size: int, precision: str,
 
 def bench_train_step(name: str, optimizer: str, batch_size: int,
                      precision: str, steps: int, repeats: int,
-                     peak_flops: float, compile_torch: bool, image_shape=None):
+                     peak_flops: float, image_shape=None):
   """One row, yielded as it fills: PyTorch eager, then bort_jax at
-  ``precision``, then ``torch.compile`` (the slowest to build, last so a time
-  limit cuts it first). ``mfu`` is bort_jax's XLA FLOPs per second over
-  ``peak_flops`` (the measured matmul rate of the precision's dtype);
-  ``speedup_vs_best_torch`` is over the fastest PyTorch variant timed."""
+  ``precision``. ``mfu`` is bort_jax's XLA FLOPs per second over
+  ``peak_flops`` (the measured matmul rate of the precision's dtype)."""
   row = {"model": name, "optimizer": optimizer, "batch_size": batch_size,
          "precision": precision,
          "image_shape": list(image_shape or SETUPS[name][1])}
@@ -310,18 +309,26 @@ def bench_train_step(name: str, optimizer: str, batch_size: int,
       "jax_tflops": jax_result["flops"] / jax_time / 1e12,
       "mfu": jax_result["flops"] / jax_time / peak_flops})
   yield row
-  if compile_torch:
-    try:
-      compiled = min(torch_train_seconds(name, optimizer, batch_size,
-                                         precision, True, steps, repeats,
-                                         image_shape))
-    except Exception as error:  # pylint: disable=broad-except
-      row["torch_compile_error"] = f"{type(error).__name__}: {error}"[:300]
-    else:
-      row["torch_compile_images_per_sec"] = batch_size / compiled
-      row["speedup_vs_torch_compile"] = compiled / jax_time
-      row["speedup_vs_best_torch"] = min(min(torch_times), compiled) / jax_time
-    yield row
+
+
+def torch_compile_columns(row: dict, steps: int, repeats: int) -> dict:
+  """``row``'s setup with the ``torch.compile``d PyTorch model: its images/s
+  and bort_jax's speed-ups over it and over the faster PyTorch variant, or
+  ``torch_compile_error``."""
+  image_shape = tuple(row["image_shape"])
+  try:
+    seconds = min(torch_train_seconds(
+        row["model"], row["optimizer"], row["batch_size"], row["precision"],
+        True, steps, repeats, image_shape))
+  except Exception as error:  # pylint: disable=broad-except
+    return {"torch_compile_error": f"{type(error).__name__}: {error}"[:300]}
+  compiled = row["batch_size"] / seconds
+  columns = {"torch_compile_images_per_sec": compiled}
+  if "jax_images_per_sec" in row:
+    best = max(compiled, row["torch_eager_images_per_sec"])
+    columns.update(speedup_vs_torch_compile=row["jax_images_per_sec"] / compiled,
+                   speedup_vs_best_torch=row["jax_images_per_sec"] / best)
+  return columns
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -378,11 +385,13 @@ def main(argv=None):
         json.dump(results, f, indent=2)
       os.replace(args.json + ".tmp", args.json)
 
-  def record(key, fn, *fn_args):
-    """Appends ``fn``'s row to ``results[key]`` and writes the JSON each time
-    the row grows (``fn`` returns a dict or yields it as it fills)."""
-    row = {}
-    results.setdefault(key, []).append(row)
+  def record(key, fn, *fn_args, row=None):
+    """Appends ``fn``'s row to ``results[key]`` (or adds to ``row``, one
+    already there) and writes the JSON each time the row grows (``fn``
+    returns a dict or yields it as it fills); returns the row."""
+    if row is None:
+      row = {}
+      results.setdefault(key, []).append(row)
     try:
       out = fn(*fn_args)
       for partial in [out] if isinstance(out, dict) else out:
@@ -392,6 +401,7 @@ def main(argv=None):
       row["error"] = f"{type(error).__name__}: {error}"[:500]
     save()
     print(key, json.dumps(row), flush=True)
+    return row
 
   if "correction" in args.parts:
     record("correction", check_correction)
@@ -410,7 +420,7 @@ def main(argv=None):
     print(f"matmul TFLOP/s ({args.gemm_size}³, JAX):",
           json.dumps(results["peak_tflops"]), flush=True)
     save()
-  image_shape = None
+  image_shape, rows = None, []
   for name in args.models:
     if "optimizer" in args.parts:
       record("optimizer", bench_optimizer_step, name, args.steps, args.repeats)
@@ -420,9 +430,15 @@ def main(argv=None):
       for precision in args.precisions:
         for batch_size in args.batch_sizes or [SETUPS[name][2]]:
           for optimizer in args.optimizers:
-            record("train", bench_train_step, name, optimizer, batch_size,
-                   precision, args.steps, args.repeats, peaks[precision],
-                   not args.no_compile, image_shape)
+            rows.append(record("train", bench_train_step, name, optimizer,
+                               batch_size, precision, args.steps, args.repeats,
+                               peaks[precision], image_shape))
+  # torch.compile last (the slowest to build), once every eager and bort_jax
+  # number is written: a time limit cuts these columns first.
+  for row in [] if args.no_compile else rows:
+    if "torch_eager_images_per_sec" in row:
+      record("train", torch_compile_columns, row, args.steps, args.repeats,
+             row=row)
 
 
 if __name__ == "__main__":

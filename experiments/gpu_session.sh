@@ -18,13 +18,13 @@
 # ~0.3 for the wheels and the versions line, under the 10-minute call):
 #
 # 1. bench_torch_bort [4.5]: ResNet50 Bort-S train step (Table 6 row), batch
-#    128 then 256: PyTorch AMP eager (bf16 autocast, channels_last,
-#    cudnn.benchmark; 2 warm-up + 3x20 steps), bort_jax compute_dtype=bfloat16
-#    (one XLA compile, ~0.5 min each, + 61 steps), then torch.compile'd
-#    PyTorch (inductor, ~1-1.5 min each); images/s, speed-up over the best
-#    PyTorch, MFU against the bf16 4096³ matmul rate measured first. ~4 min.
-#    Each row is written to the JSON as it fills, so a cut leaves the
-#    eager and bort_jax numbers of the batch being timed.
+#    128 and 256: PyTorch AMP eager (bf16 autocast, channels_last,
+#    cudnn.benchmark; 2 warm-up + 3x20 steps) and bort_jax
+#    compute_dtype=bfloat16 (one XLA compile, ~0.5 min each, + 61 steps) for
+#    both batches (~1.7 min), then torch.compile'd PyTorch for both (inductor,
+#    ~1-1.5 min each); images/s, speed-up over the best PyTorch, MFU against
+#    the bf16 4096³ matmul rate measured first. ~4 min. Rows are written to
+#    the JSON as they fill, so a cut loses torch.compile columns first.
 # 2. bench_goodput [1.3]: a whole experiments.train run of the ACNN-Small
 #    Table 1 recipe at paper width, 10 of its 40 epochs of 50k synthetic
 #    28x28 images (1,950 steps of 256; MNIST cannot be downloaded there),
