@@ -376,6 +376,8 @@ def test_one_schema_refuses_unknown_and_missing_fields():
   del loose["lamda"], loose["seed"]
   with pytest.raises(ValueError, match=r"lacks the fields \['seed'\]"):
     train.check_config(loose)
+  with pytest.raises(ValueError, match=r"prefetch_batches=-1 must be an int"):
+    train.check_config(tiny(prefetch_batches=-1))
 
 
 # ----------------------------------------------------------- data checks
@@ -464,3 +466,28 @@ def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
   scalars = tensorboard_scalars(tmp_path / "tb")
   assert scalars["train_loss"] == [1, 2, 3, 4]
   assert scalars["epoch/top1"] == scalars["epoch/train_loss"] == [2, 4]
+
+
+def test_a_compilation_cache_dir_serves_the_compiles_of_the_next_run(
+    tmp_path):
+  events = []
+  listener = lambda name, **kwargs: events.append(name)
+  jax.monitoring.register_event_listener(listener)
+  outer = jax.config.jax_compilation_cache_dir  # this module's fixture
+  jax.jit(lambda x: x * 3.0)(1.0)  # JAX's cache is opened (on outer) now
+  try:
+    config = tiny(batch_size=512, compilation_cache_dir=str(tmp_path / "cc"))
+    train.train_and_evaluate(config, tmp_path / "first")
+    assert jax.config.jax_compilation_cache_dir == outer  # put back
+    written = sorted(p.name for p in (tmp_path / "cc").iterdir())
+    assert written
+    # A new process would recompile all of them; this one compiles only the
+    # functions created per run (train/eval step ...): all from the cache.
+    events.clear()
+    train.train_and_evaluate(config, tmp_path / "second")
+  finally:
+    jax.monitoring.unregister_event_listener(listener)
+  hits = events.count("/jax/compilation_cache/cache_hits")
+  assert hits >= 2 and "/jax/compilation_cache/cache_misses" not in events
+  jax.jit(lambda x: x * 5.0)(1.0)  # after the run: not cached there
+  assert sorted(p.name for p in (tmp_path / "cc").iterdir()) == written
