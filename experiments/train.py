@@ -10,7 +10,9 @@ Multi-host: start the same command on every host with ``--distributed``
 (JAX reads the cluster from SLURM / TPU / ``JAX_COORDINATOR_ADDRESS``), or name
 it with ``--coordinator_address``, ``--num_processes`` and ``--process_id``.
 
-Re-running with the same ``--workdir`` resumes from its latest checkpoint.
+Re-running with the same ``--workdir`` resumes from its latest checkpoint;
+``--config.compilation_cache_dir=DIR`` lets the resumed run load its compiled
+steps from DIR instead of compiling them again.
 SIGINT/SIGTERM save a checkpoint at the next step and exit with status 75
 (EX_TEMPFAIL: run the command again to resume); a second run on a busy
 workdir, a changed config without ``--allow_config_change`` and a diverged

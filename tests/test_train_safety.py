@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -17,12 +18,14 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 import bort_jax
 from bort_jax import train
 from bort_jax.data import idx
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop, optimizers
+from bort_jax.train import step as step_lib
 from experiments.configs import recipes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -65,6 +68,7 @@ def test_divergence_never_checkpoints_nan_and_names_the_step(tmp_path):
     train.train_and_evaluate(diverging, tmp_path, allow_config_change=True)
   failed_at = int(error.value.args[0].split("at step ")[1].split()[0])
   assert 4 < failed_at < 60
+  assert not prefetch_threads()
   assert str(tmp_path / "checkpoints") in str(error.value)
   # Every checkpoint left (max_to_keep=3 of them) is finite, the newest
   # restores, and it is older than the step that failed.
@@ -158,43 +162,95 @@ def test_leftovers_of_a_dead_run_do_not_block_the_corrected_command(
 # --------------------------------------------------------------- preemption
 
 
-class _SignalAt:
-  """A train iterator that sends ``signum`` to this process while producing
-  the batch of step ``step`` (1-based)."""
+def signal_at_step(monkeypatch, step, signum):
+  """The train step sends ``signum`` to this process while running step
+  ``step`` (1-based): the loop stops right after it, whatever the prefetch
+  thread has read ahead."""
+  make_train_step = step_lib.make_train_step
+  calls = []
 
-  def __init__(self, iterator, step, signum):
-    self._iterator, self._step, self._signum = iterator, step, signum
+  def make(**kwargs):
+    train_step = make_train_step(**kwargs)
+
+    def signalling(state, batch):
+      calls.append(None)
+      if len(calls) == step:
+        os.kill(os.getpid(), signum)
+      return train_step(state, batch)
+    return signalling
+
+  monkeypatch.setattr(step_lib, "make_train_step", make)
+
+
+def prefetch_threads():
+  return [t for t in threading.enumerate() if t.name == "bort_jax-prefetch"]
+
+
+def params_of(workdir):
+  model, _ = train.load_trained(workdir)
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("prefetch_batches", [0, 3])
+def test_sigint_saves_at_the_next_step_and_resumes(tmp_path, monkeypatch,
+                                                   prefetch_batches):
+  config = tiny(num_train_steps=5, checkpoint_every_steps=100,
+                prefetch_batches=prefetch_batches)
+  handler = signal.getsignal(signal.SIGINT)
+  signal_at_step(monkeypatch, 3, signal.SIGINT)
+  with pytest.raises(train.TrainingInterrupted,
+                     match=f"SIGINT at step 3 of 5.*{tmp_path}") as error:
+    train.train_and_evaluate(config, tmp_path / "resumed")
+  monkeypatch.undo()
+  assert not prefetch_threads()
+  assert error.value.step == 3 and error.value.signal_name == "SIGINT"
+  assert signal.getsignal(signal.SIGINT) is handler  # put back
+  assert steps_on_disk(tmp_path / "resumed") == [3]
+  assert not (tmp_path / "resumed" / "lock").exists()
+  final = train.train_and_evaluate(config, tmp_path / "resumed")
+  assert final["step"] == 5 and steps_on_disk(tmp_path / "resumed") == [3, 5]
+  # The checkpoint holds the position of the last batch TRAINED ON (step 3),
+  # not of those prefetched: the resumed run is the uninterrupted one, here
+  # without prefetch, bit for bit.
+  straight = train.train_and_evaluate(
+      tiny(num_train_steps=5, checkpoint_every_steps=100, prefetch_batches=0),
+      tmp_path / "straight")
+  assert not prefetch_threads()
+  jax.tree.map(np.testing.assert_array_equal, params_of(tmp_path / "straight"),
+               params_of(tmp_path / "resumed"))
+  assert final["train_loss"] == straight["train_loss"]
+
+
+class _BrokenAt:
+  """A train iterator whose batch of step ``step`` (1-based) fails to load."""
+
+  def __init__(self, iterator, step):
+    self._iterator, self._step = iterator, step
 
   def __getattr__(self, name):
     return getattr(self._iterator, name)
 
   def __next__(self):
-    batch = next(self._iterator)
-    if self._iterator.get_state()["step"] == self._step:
-      os.kill(os.getpid(), self._signum)
-    return batch
+    if self._iterator.get_state()["step"] + 1 == self._step:
+      raise OSError(f"cannot read the batch of step {self._step}")
+    return next(self._iterator)
 
 
-def test_sigint_saves_at_the_next_step_and_resumes(tmp_path, monkeypatch):
+def test_a_failing_batch_raises_in_the_loop_with_its_traceback(
+    tmp_path, monkeypatch):
   load = loop._load
-
-  def interrupted_load(config, *, split, batch_size, train):
-    iterator = load(config, split=split, batch_size=batch_size, train=train)
-    return _SignalAt(iterator, 3, signal.SIGINT) if train else iterator
-
-  config = tiny(num_train_steps=5, checkpoint_every_steps=100)
-  handler = signal.getsignal(signal.SIGINT)
-  monkeypatch.setattr(loop, "_load", interrupted_load)
-  with pytest.raises(train.TrainingInterrupted,
-                     match=f"SIGINT at step 3 of 5.*{tmp_path}") as error:
-    train.train_and_evaluate(config, tmp_path)
-  monkeypatch.undo()
-  assert error.value.step == 3 and error.value.signal_name == "SIGINT"
-  assert signal.getsignal(signal.SIGINT) is handler  # put back
-  assert steps_on_disk(tmp_path) == [3]
-  assert not (tmp_path / "lock").exists()
-  final = train.train_and_evaluate(config, tmp_path)
-  assert final["step"] == 5 and steps_on_disk(tmp_path) == [3, 5]
+  monkeypatch.setattr(loop, "_load", lambda config, **kw: _BrokenAt(
+      load(config, **kw), 4) if kw["train"] else load(config, **kw))
+  with pytest.raises(OSError, match="batch of step 4") as error:
+    train.train_and_evaluate(tiny(num_train_steps=6, prefetch_batches=2,
+                                  checkpoint_every_steps=2), tmp_path)
+  # Raised where the loop asked for that batch, with the producer's frames
+  # down to the line that failed.
+  frames = [(pathlib.Path(f.path).name, f.name) for f in error.traceback]
+  assert ("loop.py", "_loop") in frames, frames
+  assert frames[-1] == ("test_train_safety.py", "__next__"), frames
+  assert not prefetch_threads()
+  assert steps_on_disk(tmp_path) == [2]  # steps 1-3 trained, 2 saved
 
 
 def test_sigterm_to_the_cli_checkpoints_and_exits_75(tmp_path):
@@ -320,6 +376,8 @@ def test_one_schema_refuses_unknown_and_missing_fields():
   del loose["lamda"], loose["seed"]
   with pytest.raises(ValueError, match=r"lacks the fields \['seed'\]"):
     train.check_config(loose)
+  with pytest.raises(ValueError, match=r"prefetch_batches=-1 must be an int"):
+    train.check_config(tiny(prefetch_batches=-1))
 
 
 # ----------------------------------------------------------- data checks
@@ -354,3 +412,82 @@ def test_a_missing_eval_split_fails_before_training(tmp_path):
                              workdir)
   assert not (workdir / "config.json").exists()
   assert not (workdir / "tb").exists()
+
+
+# ------------------------------------------------- evaluation, TensorBoard
+
+
+def test_the_eval_split_is_opened_once_and_read_whole_each_time(
+    tmp_path, monkeypatch):
+  opened, load = [], loop._load
+
+  def counting_load(config, **kwargs):
+    opened.append(kwargs["split"])
+    return load(config, **kwargs)
+
+  monkeypatch.setattr(loop, "_load", counting_load)
+  # 2 steps per epoch: evaluations at steps 2 and 4, from one iterator.
+  train.train_and_evaluate(tiny(batch_size=512, num_train_steps=4), tmp_path)
+  assert opened == ["train", "test"]
+  records = read_metrics(tmp_path)
+  assert [(r["step"], r["eval_examples"]) for r in records] == [(2, 360),
+                                                                (4, 360)]
+
+
+def tensorboard_scalars(logdir):
+  """``{tag: [step, ...]}`` as TensorBoard reads the event files: in file
+  name order, a SessionLog.START at step s hiding the events already read
+  at steps >= s (its EventAccumulator's _CheckForRestartAndMaybePurge)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  scalars = {}
+  for path in sorted(pathlib.Path(logdir).glob("events.out.tfevents.*")):
+    raw, offset = path.read_bytes(), 0
+    while offset < len(raw):  # TFRecord: u64 length, u32 crc, data, u32 crc
+      length = int.from_bytes(raw[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(
+          raw[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      if event.session_log.status == event_pb2.SessionLog.START:
+        scalars = {tag: [s for s in steps if s < event.step]
+                   for tag, steps in scalars.items()}
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, []).append(event.step)
+  return scalars
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(tmp_path):
+  config = tiny(batch_size=512, num_train_steps=4, log_every_steps=1,
+                checkpoint_every_steps=2)
+  train.train_and_evaluate(config, tmp_path)
+  # A crash after the events of steps 3-4 but before step 4's checkpoint:
+  # the resumed run replays steps 3 and 4.
+  shutil.rmtree(tmp_path / "checkpoints" / "4")
+  train.train_and_evaluate(config, tmp_path)
+  scalars = tensorboard_scalars(tmp_path / "tb")
+  assert scalars["train_loss"] == [1, 2, 3, 4]
+  assert scalars["epoch/top1"] == scalars["epoch/train_loss"] == [2, 4]
+
+
+def test_a_compilation_cache_dir_serves_the_compiles_of_the_next_run(
+    tmp_path):
+  events = []
+  listener = lambda name, **kwargs: events.append(name)
+  jax.monitoring.register_event_listener(listener)
+  outer = jax.config.jax_compilation_cache_dir  # this module's fixture
+  jax.jit(lambda x: x * 3.0)(1.0)  # JAX's cache is opened (on outer) now
+  try:
+    config = tiny(batch_size=512, compilation_cache_dir=str(tmp_path / "cc"))
+    train.train_and_evaluate(config, tmp_path / "first")
+    assert jax.config.jax_compilation_cache_dir == outer  # put back
+    written = sorted(p.name for p in (tmp_path / "cc").iterdir())
+    assert written
+    # A new process would recompile all of them; this one compiles only the
+    # functions created per run (train/eval step ...): all from the cache.
+    events.clear()
+    train.train_and_evaluate(config, tmp_path / "second")
+  finally:
+    jax.monitoring.unregister_event_listener(listener)
+  hits = events.count("/jax/compilation_cache/cache_hits")
+  assert hits >= 2 and "/jax/compilation_cache/cache_misses" not in events
+  jax.jit(lambda x: x * 5.0)(1.0)  # after the run: not cached there
+  assert sorted(p.name for p in (tmp_path / "cc").iterdir()) == written

@@ -2,7 +2,8 @@
 
 ``train_and_evaluate(config, workdir)`` runs a config of ``experiments/configs``;
 ``load_trained(workdir)`` gives back its model in eval mode. The pieces
-(``TrainState``, ``train_step``, ``create_optimizer``, ``create_mesh``, …) are
+(``TrainState``, ``train_step``, ``create_optimizer``, ``create_mesh``,
+``Prefetcher``, …) are
 exported for custom loops.
 """
 
@@ -13,6 +14,7 @@ from bort_jax.train.losses import (binary_cross_entropy, cross_entropy,
                                    jsd_cross_entropy)
 from bort_jax.train.mesh import create_mesh, initialize_distributed
 from bort_jax.train.optimizers import create_optimizer, learning_rate_schedule
+from bort_jax.train.prefetch import Prefetcher
 from bort_jax.train.preemption import TrainingInterrupted
 from bort_jax.train.provenance import ConfigChangeError
 from bort_jax.train.schema import check_config, default_config
@@ -23,7 +25,7 @@ from bort_jax.train.workdir_lock import WorkdirBusyError
 
 __all__ = [
     "CheckpointError", "Checkpointer", "ConfigChangeError", "DivergenceError",
-    "ModelDefs", "TrainState", "TrainingInterrupted", "WorkdirBusyError",
+    "ModelDefs", "Prefetcher", "TrainState", "TrainingInterrupted", "WorkdirBusyError",
     "binary_cross_entropy", "check_config", "create_mesh", "create_model",
     "create_optimizer", "create_train_state", "cross_entropy",
     "default_config", "eval_step", "initialize_distributed",

@@ -6,6 +6,7 @@ over all devices, each process feeding its own shard of every global batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -20,9 +21,11 @@ from tqdm.auto import tqdm
 import bort_jax
 from bort_jax import data
 from bort_jax.train import checkpoint as checkpoint_lib
+from bort_jax.train import compile_cache
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import metrics as metrics_lib
 from bort_jax.train import optimizers
+from bort_jax.train import prefetch
 from bort_jax.train import preemption
 from bort_jax.train import provenance
 from bort_jax.train import schema
@@ -64,20 +67,22 @@ def to_host(tree):
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
-def evaluate(eval_step, state, config, mesh, eval_batch_size: int) -> dict:
+def evaluate(eval_step, state, eval_iter, mesh, prefetch_batches: int) -> dict:
   """CE loss, top-1 and top-5 over the eval split, each example counted once.
 
-  Every process has the same number of (padded, masked) eval batches, so all
-  run the same collective steps.
+  ``eval_iter`` is rewound to the split's start, so one iterator serves every
+  evaluation. Every process has the same number of (padded, masked) eval
+  batches, so all run the same collective steps. The per-batch sums stay on
+  the devices until the split is done: one host transfer per evaluation.
   """
-  eval_iter = _load(config, split=config.eval_split,
-                    batch_size=eval_batch_size, train=False)
-  totals = None
-  for batch in eval_iter:
-    sums = eval_step(state.params, state.model_state,
-                     eval_iter.finish(to_global_batch(batch, mesh)))
-    sums = {k: np.float64(v) for k, v in to_host(sums).items()}
-    totals = sums if totals is None else jax.tree.map(np.add, totals, sums)
+  eval_iter.set_state({**eval_iter.get_state(), "epoch": 0, "step": 0})
+  with prefetch.Prefetcher(
+      eval_iter, lambda b: eval_iter.finish(to_global_batch(b, mesh)),
+      prefetch_batches) as batches:
+    sums = [eval_step(state.params, state.model_state, batch)
+            for batch in batches]
+  totals = {k: np.sum([np.float64(s[k]) for s in to_host(sums)])
+            for k in sums[0]}
   count = max(totals["count"], 1.0)
   return {"eval_loss": float(totals["loss_sum"] / count),
           "top1": float(totals["top1_sum"] / count),
@@ -99,17 +104,21 @@ def _check_losses(pending: list, step: int, schedule, checkpointer) -> list:
   return losses
 
 
-def _prepare(config, mesh):
-  """Data, schedule and optimizer, each checked before any training step."""
+def _prepare(config, mesh, stack: contextlib.ExitStack):
+  """Data, schedule and optimizer, each checked before any training step.
+  The iterators are closed when ``stack`` is."""
   train_batch = per_process_batch(config.batch_size, mesh)
   eval_batch = per_process_batch(config.eval_batch_size, mesh)
-  train_iter = _load(config, split="train", batch_size=train_batch, train=True)
+  train_iter = stack.enter_context(contextlib.closing(
+      _load(config, split="train", batch_size=train_batch, train=True)))
   if train_iter.num_classes != config.num_classes:
     raise ValueError(f"num_classes={config.num_classes} but dataset "
                      f"{config.dataset!r} has {train_iter.num_classes}.")
-  # A missing or unreadable eval split fails now, not after an epoch.
-  _load(config, split=config.eval_split, batch_size=eval_batch,
-        train=False).close()
+  # Opened once (a missing or unreadable eval split fails now, not after an
+  # epoch) and rewound for each evaluation.
+  eval_iter = stack.enter_context(contextlib.closing(
+      _load(config, split=config.eval_split, batch_size=eval_batch,
+            train=False)))
   steps_per_epoch = train_iter.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(math.ceil(config.num_epochs * steps_per_epoch)))
@@ -119,7 +128,7 @@ def _prepare(config, mesh):
                               "lam": optax.constant_schedule(config.lam)},
                              total_steps)
   optimizer = optimizers.create_optimizer(config, schedule)
-  return train_iter, eval_batch, total_steps, schedule, optimizer
+  return train_iter, eval_iter, total_steps, schedule, optimizer
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
@@ -146,43 +155,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   schema.check_config(config)
   workdir = pathlib.Path(workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)
-  # Signals are caught from the start (a pod may be stopped while compiling):
-  # the run then stops at its first step boundary.
-  with preemption.StopSignals() as stop, workdir_lock.workdir_lock(workdir):
+  with contextlib.ExitStack() as stack:  # closed in reverse order
+    # Signals are caught from the start (a pod may be stopped while
+    # compiling): the run then stops at its first step boundary.
+    stop = stack.enter_context(preemption.StopSignals())
+    stack.enter_context(workdir_lock.workdir_lock(workdir))
+    stack.enter_context(
+        compile_cache.persistent_cache(config.compilation_cache_dir))
     mesh = mesh_lib.create_mesh()
-    train_iter, eval_batch, total_steps, schedule, optimizer = _prepare(
-        config, mesh)
+    train_iter, eval_iter, total_steps, schedule, optimizer = _prepare(
+        config, mesh, stack)
     checkpointer = checkpoint_lib.Checkpointer(
         workdir / "checkpoints", every_steps=config.checkpoint_every_steps)
-    try:
-      latest = checkpointer.latest_step()
-      changes = provenance.check_resume(config, workdir, step=latest,
-                                        allow_change=allow_config_change)
-      state, defs, shardings = state_lib.create_train_state(
-          lambda: state_lib.create_model(config), optimizer, mesh,
-          fsdp=config.fsdp)
-      epoch_loss = (0.0, 0)
-      if latest is not None:
-        state, data_state = checkpointer.restore(latest, state)
-        epoch_loss = tuple(data_state.pop("epoch_loss", epoch_loss))
-        train_iter.set_state(data_state)
-      provenance.record(config, workdir, step=latest or 0, changes=changes)
-      records = metrics_lib.records_up_to(workdir, latest or 0)
-      replicated = mesh_lib.replicated(mesh)
-      train_step = step_lib.make_train_step(
-          graphdef=defs.train, optimizer=optimizer, loss_name=config.loss,
-          num_classes=config.num_classes, state_shardings=shardings,
-          replicated=replicated)
-      eval_step = step_lib.make_eval_step(graphdef=defs.eval,
-                                          num_classes=config.num_classes,
-                                          replicated=replicated)
-      evaluate_state = lambda s: evaluate(eval_step, s, config, mesh,
-                                          eval_batch)
-      return _loop(config, workdir, mesh, state, train_iter, train_step,
-                   evaluate_state, checkpointer, schedule, total_steps,
-                   records[-1] if records else {}, epoch_loss, stop)
-    finally:
-      checkpointer.close()
+    stack.callback(checkpointer.close)
+    latest = checkpointer.latest_step()
+    changes = provenance.check_resume(config, workdir, step=latest,
+                                      allow_change=allow_config_change)
+    state, defs, shardings = state_lib.create_train_state(
+        lambda: state_lib.create_model(config), optimizer, mesh,
+        fsdp=config.fsdp)
+    epoch_loss = (0.0, 0)
+    if latest is not None:
+      state, data_state = checkpointer.restore(latest, state)
+      epoch_loss = tuple(data_state.pop("epoch_loss", epoch_loss))
+      train_iter.set_state(data_state)
+    # From the restored position on, batches are made ahead (during the
+    # compiles below, evaluations and checkpoints too).
+    batches = stack.enter_context(prefetch.Prefetcher(
+        train_iter, lambda b: train_iter.finish(to_global_batch(b, mesh)),
+        config.prefetch_batches))
+    provenance.record(config, workdir, step=latest or 0, changes=changes)
+    records = metrics_lib.records_up_to(workdir, latest or 0)
+    replicated = mesh_lib.replicated(mesh)
+    train_step = step_lib.make_train_step(
+        graphdef=defs.train, optimizer=optimizer, loss_name=config.loss,
+        num_classes=config.num_classes, state_shardings=shardings,
+        replicated=replicated)
+    eval_step = step_lib.make_eval_step(graphdef=defs.eval,
+                                        num_classes=config.num_classes,
+                                        replicated=replicated)
+    evaluate_state = lambda s: evaluate(eval_step, s, eval_iter, mesh,
+                                        config.prefetch_batches)
+    return _loop(config, workdir, mesh, state, batches, train_step,
+                 evaluate_state, checkpointer, schedule, total_steps,
+                 records[-1] if records else {}, epoch_loss, stop)
 
 
 def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
@@ -192,7 +208,7 @@ def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
   return is_last or (step // steps_per_epoch) % every_epochs == 0
 
 
-def _loop(config, workdir, mesh, state, train_iter, train_step,
+def _loop(config, workdir, mesh, state, batches, train_step,
           evaluate_state, checkpointer, schedule, total_steps, record,
           epoch_loss, stop) -> dict:
   """Steps from ``state.step`` to ``total_steps``: logs, epoch records,
@@ -203,17 +219,17 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
   """
   orthogonality = jax.jit(bort_jax.orthogonality_stats,
                           out_shardings=mesh_lib.replicated(mesh))
-  writer = metrics_lib.MetricsWriter(workdir)
-  steps_per_epoch = train_iter.steps_per_epoch
   step = int(to_host(state.step))
+  # Events past the resumed step (written after its checkpoint) are hidden.
+  writer = metrics_lib.MetricsWriter(workdir, purge_step=step + 1)
+  steps_per_epoch = batches.steps_per_epoch
   progress = tqdm(total=total_steps, initial=step, unit="step",
                   disable=not config.progress or jax.process_index() != 0)
   pending, (loss_sum, loss_count) = [], epoch_loss
   epoch_start, epoch_steps = time.perf_counter(), 0
   try:
     while step < total_steps:
-      state, step_metrics = train_step(
-          state, train_iter.finish(to_global_batch(next(train_iter), mesh)))
+      state, step_metrics = train_step(state, next(batches))
       step += 1
       epoch_steps += 1
       pending.append(step_metrics["loss"])
@@ -251,7 +267,7 @@ def _loop(config, workdir, mesh, state, train_iter, train_step,
         epoch_start, epoch_steps = time.perf_counter(), 0
       if checkpointer.should_save(step, final=is_last or stopping):
         checkpointer.save(step, state, {
-            **train_iter.get_state(), "epoch_loss": [loss_sum, loss_count]})
+            **batches.get_state(), "epoch_loss": [loss_sum, loss_count]})
       if stopping:
         raise preemption.TrainingInterrupted(
             f"stopped by {stop.signal_name or 'a signal to another process'}"

@@ -2,7 +2,8 @@
 
 Only process 0 writes. Nested dicts are flattened to ``a/b`` tags for
 TensorBoard; the JSONL keeps them nested. A resumed run first cuts
-``metrics.jsonl`` back to its checkpoint (:func:`records_up_to`), so the
+``metrics.jsonl`` back to its checkpoint (:func:`records_up_to`) and purges
+the TensorBoard events past it (``MetricsWriter(purge_step=...)``), so the
 replayed steps are not recorded twice.
 """
 
@@ -81,15 +82,21 @@ def records_up_to(workdir, step: int) -> list[dict]:
 
 
 class MetricsWriter:
-  """Appends metric dicts to ``workdir/metrics.jsonl`` and TensorBoard events."""
+  """Appends metric dicts to ``workdir/metrics.jsonl`` and TensorBoard events.
 
-  def __init__(self, workdir):
+  ``purge_step``: the first step this run writes. TensorBoard then hides the
+  events of earlier runs at that step and later (a resumed run replays the
+  steps after its checkpoint; without it TensorBoard plots them twice).
+  """
+
+  def __init__(self, workdir, purge_step: int | None = None):
     self.enabled = jax.process_index() == 0
     self.path = pathlib.Path(workdir) / "metrics.jsonl"
     self._tensorboard = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # heavy import, process 0 only
-      self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+      self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tb"),
+                                        purge_step=purge_step)
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     """TensorBoard only (the frequent train-loss points)."""
@@ -100,15 +107,17 @@ class MetricsWriter:
         self._tensorboard.add_scalar(tag, value, step)
 
   def write_record(self, record: dict) -> None:
-    """One JSONL line and its scalars in TensorBoard (at ``record['step']``)."""
+    """One JSONL line and its scalars in TensorBoard (at ``record['step']``,
+    tagged ``epoch/...``: its epoch-mean ``train_loss`` is not the last
+    step's ``train_loss`` of :meth:`write_scalars`)."""
     if not self.enabled:
       return
     with self.path.open("a") as f:
       f.write(json.dumps(record, sort_keys=True) + "\n")
-    self.write_scalars(record["step"], {
+    self.write_scalars(record["step"], {"epoch": {
         k: v for k, v in record.items()
-        if k not in ("step", "orthogonality")} | {
-            "orthogonality": record.get("orthogonality", {}).get("mean", {})})
+        if k not in ("step", "epoch", "orthogonality")} | {
+            "orthogonality": record.get("orthogonality", {}).get("mean", {})}})
     self._tensorboard.flush()
 
   def close(self) -> None:

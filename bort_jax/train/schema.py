@@ -25,7 +25,8 @@ MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
 
 # Fields that do not change what is trained: free to differ on resume.
 OPERATIONAL_FIELDS = ("data_dir", "eval_batch_size", "checkpoint_every_steps",
-                      "log_every_steps", "progress", "diagnostics_every_epochs")
+                      "log_every_steps", "progress", "diagnostics_every_epochs",
+                      "prefetch_batches", "compilation_cache_dir")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -66,6 +67,12 @@ def default_config() -> ml_collections.ConfigDict:
   # the last step); the other records have no "orthogonality".
   config.diagnostics_every_epochs = 1
   config.fsdp = False
+  # Batches a background thread puts on the devices ahead of the step (train
+  # and eval); 0 loads each batch inline when the step needs it.
+  config.prefetch_batches = 2
+  # JAX's persistent compilation cache for the run ("" = off): a resumed run
+  # loads its compiled steps from here instead of compiling them again.
+  config.compilation_cache_dir = ""
   config.progress = True
   return lock(config)
 
@@ -110,6 +117,10 @@ def check_config(config) -> None:
                "checkpoint_every_steps", "diagnostics_every_epochs"):
     if int(config[name]) < 1:
       raise ValueError(f"{name}={config[name]!r} must be >= 1.")
+  if isinstance(config.prefetch_batches, bool) or not isinstance(
+      config.prefetch_batches, int) or config.prefetch_batches < 0:
+    raise ValueError(f"prefetch_batches={config.prefetch_batches!r} must be "
+                     f"an int >= 0 (0: no prefetch).")
   for name in ("learning_rate", "lam", "weight_decay", "momentum",
                "warmup_epochs", "num_epochs", "drop_path"):
     _number(config, name)
