@@ -10,7 +10,8 @@ floor), on the demo's own run configs (SGD and Bort-S), this times:
   ``--steps`` steps, in wall and in process CPU time, and XLA's cost analysis
   of it (FLOPs and bytes accessed: load-independent);
 * ``run`` (skipped with ``--repeats 0``): a whole
-  ``bort_jax.train.train_and_evaluate`` of ``--epochs`` epochs, split into compile / train steps / evaluation / diagnostics / rest
+  ``bort_jax.train.train_and_evaluate`` of ``--epochs`` epochs, split into
+  compile / train steps / evaluation / diagnostics / rest
   (``experiments.bench_goodput``), and projected to the demo's epochs as
   ``fixed + (total - fixed) · demo epochs / epochs``, where ``fixed`` is
   compile and ``other`` (model/state creation, data loading, logging: paid

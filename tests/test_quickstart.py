@@ -112,6 +112,7 @@ def test_report_has_every_claim_section_model_and_method(demo):
   assert set(setup["wall_time_s"]) == {"train", "explain", "total"}
   assert setup["versions"]["jax"] == "0.10.2"
   assert any("num_train_steps" in line for line in setup["recipe"])
+  assert any("(`min_channels`)" in line for line in setup["recipe"])
 
 
 def report_gamma():
