@@ -85,10 +85,15 @@ def recipe_lines(config) -> list[str]:
     lines.append(f"`num_train_steps`: {train.num_train_steps} (overrides "
                  "num_epochs)")
   for model in config.models:
-    width = dict(config.model_overrides[model]).get("width_multiplier", 1.0)
+    overrides = dict(config.model_overrides[model])
+    width = overrides.get("width_multiplier", 1.0)
     same = "unchanged" if width == 1.0 else "scaled"
     lines.append(f"`{model}` width multiplier: paper 1.0, here {width:g} "
                  f"({same})")
+    floor = overrides.get("min_channels", 1)
+    if floor != 1 and width < 1.0:
+      lines.append(f"`{model}` width floor: each scaled layer keeps at least "
+                   f"min(paper width, {floor}) channels (`min_channels`)")
   lines.append("no data augmentation (as in the paper); Bort-S runs use λ = "
                f"{train.lam:g}, the SGD runs λ = 0")
   return lines

@@ -3,6 +3,7 @@ mask, the explainer interface, swappable activations, train/eval modes, and
 that the small models train under bort_sgd."""
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -172,6 +173,102 @@ def test_acnn_base_last_conv_keeps_num_classes_when_narrow():
   model = _abstract("acnn_base", num_classes=17, width_multiplier=0.05)
   assert model.conv(12).kernel.shape[-1] == 17
   assert model.conv(11).kernel.shape[-1] == round(1024 * 0.05)
+
+
+# --- width floor (min_channels) ---------------------------------------------
+
+
+def _out_channels(model) -> tuple:
+  return tuple(model.conv(name).kernel.shape[-1] for name in model.layer_names)
+
+
+@pytest.mark.parametrize("name,width,floor,channels", [
+    # x0.125 of Table 4: conv1 rounds to 1 channel without a floor.
+    ("acnn_small_mnist", 0.125, 1, (1, 3, 36, 108, 324)),
+    ("acnn_small_mnist", 0.125, 8, (8, 8, 36, 108, 324)),
+    # conv1 stays at its paper width 8; the floor never widens a layer past it.
+    ("acnn_small_mnist", 0.125, 16, (8, 16, 36, 108, 324)),
+    ("acnn_small_cifar", 0.125, 1, (3, 8, 64, 192, 576)),
+    ("acnn_small_cifar", 0.125, 16, (16, 16, 64, 192, 576)),
+    # Paper width: no floor changes anything.
+    ("acnn_small_mnist", 1.0, 4096, (8, 24, 288, 864, 2592)),
+])
+def test_min_channels_floors_acnn_small(name, width, floor, channels):
+  model = _abstract(name, 10, width_multiplier=width, min_channels=floor)
+  assert _out_channels(model) == channels
+  assert model.head.kernel.shape == (channels[-1], 10)
+
+
+def test_min_channels_floors_acnn_base_but_not_its_class_conv():
+  # x0.05 of Table 5: 96 -> 5, 256 -> 13, 384 -> 19, 1024 -> 51; conv12 keeps
+  # num_classes = 17 even under a floor of 32.
+  model = _abstract("acnn_base", 17, width_multiplier=0.05, min_channels=32)
+  assert _out_channels(model) == (32, 32, 32, 32, 32, 32, 32, 32, 32, 51, 51,
+                                  17)
+  assert _out_channels(_abstract("acnn_base", 17, width_multiplier=0.05)) == (
+      5, 5, 5, 13, 13, 13, 19, 19, 19, 51, 51, 17)
+
+
+# (layer path, out width without a floor, with min_channels=8), at the narrow
+# widths below: the floor applies to every width the multiplier scales (the
+# head dim for the transformers), and never above the paper's width.
+FLOORED = {
+    "lenet": (dict(width_multiplier=0.125),
+              (("conv1", 1, 6), ("conv2", 2, 8), ("fc1", 15, 15),
+               ("fc2", 10, 10))),
+    "vgg16": (dict(width_multiplier=1 / 16),
+              (("conv1", 4, 8), ("conv3", 8, 8), ("conv13", 32, 32),
+               ("fc1", 256, 256))),
+    "resnet50": (dict(width_multiplier=1 / 16, stage_sizes=(1, 1, 1, 1)),
+                 (("stem", 4, 8), ("layer1.0.conv1", 4, 8),
+                  ("layer1.0.conv3", 16, 32), ("layer4.0.conv1", 32, 32))),
+    "deit_small": (dict(width_multiplier=1 / 16, depth=1, image_size=32),
+                   (("patch_embed", 6 * 4, 6 * 8),)),
+    "swin_small": (dict(width_multiplier=1 / 8, depths=(2, 2), num_heads=(3, 6),
+                        image_size=56),
+                   (("patch_embed", 3 * 4, 3 * 8),)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOORED))
+def test_min_channels_floors_every_other_model_the_same_way(name):
+  from bort_jax.models.common import resolve_path
+  overrides, layers = FLOORED[name]
+  plain = _abstract(name, 10, **overrides)
+  floored = _abstract(name, 10, min_channels=8, **overrides)
+  for path, width, floored_width in layers:
+    assert resolve_path(plain, path).kernel.shape[-1] == width, path
+    assert resolve_path(floored, path).kernel.shape[-1] == floored_width, path
+
+
+# Parameters at the paper's width (docs/models.md, experiments.count_params).
+PAPER_PARAMS = {"lenet": (10, 44_426), "acnn_small_mnist": (10, 21_291_986),
+                "acnn_small_cifar": (10, 67_431_786),
+                "acnn_base": (1000, 8_973_576), "vgg16": (1000, 138_357_544),
+                "resnet50": (1000, 25_557_032), "deit_small": (1000, 22_050_664),
+                "swin_small": (1000, 49_606_258)}
+
+
+# Fewer blocks of the same widths, to keep the floored copies cheap to trace.
+SHALLOW = {"resnet50": dict(stage_sizes=(1, 1, 1, 1)), "deit_small": dict(depth=1),
+           "swin_small": dict(depths=(2, 2, 2, 2))}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
+def test_min_channels_leaves_paper_width_parameter_counts(name):
+  num_classes, count = PAPER_PARAMS[name]
+  assert _param_count(_abstract(name, num_classes)) == count
+  shallow = SHALLOW.get(name, {})
+  assert (_param_count(_abstract(name, num_classes, min_channels=10**6,
+                                 **shallow))
+          == _param_count(_abstract(name, num_classes, **shallow)))
+
+
+@pytest.mark.parametrize("bad", [0, -8, 2.5, True, "8", None])
+def test_min_channels_must_be_a_positive_int(bad):
+  with pytest.raises(ValueError, match=f"min_channels must be a positive int, "
+                     f"got {re.escape(repr(bad))}"):
+    _make("acnn_small_mnist", width_multiplier=0.05, min_channels=bad)
 
 
 # --- the Bort mask ----------------------------------------------------------

@@ -112,6 +112,7 @@ def test_report_has_every_claim_section_model_and_method(demo):
   assert set(setup["wall_time_s"]) == {"train", "explain", "total"}
   assert setup["versions"]["jax"] == "0.10.2"
   assert any("num_train_steps" in line for line in setup["recipe"])
+  assert any("(`min_channels`)" in line for line in setup["recipe"])
 
 
 def report_gamma():
@@ -345,3 +346,24 @@ def test_correlation_is_pearson_per_image():
   expected = [np.corrcoef(a.ravel(), b.ravel())[0, 1]
               for a, b in zip(x, x[::-1])]
   np.testing.assert_allclose(analyses.correlation(x, x[::-1]), expected)
+
+
+def test_demo_models_have_the_documented_channels():
+  # ACNN-Small x0.125 with a floor of 8 (experiments/configs/quickstart.py):
+  # conv1 keeps its paper width 8 and conv2 gets 8 instead of 3; LeNet is
+  # at the paper's width.
+  import jax
+  from flax import nnx
+
+  from bort_jax import models
+  from experiments.configs import quickstart as quickstart_config
+
+  config = quickstart_config.get_config()
+  expected = {"lenet": (6, 16), "acnn_small_mnist": (8, 8, 36, 108, 324)}
+  assert tuple(config.models) == tuple(expected)
+  for name, channels in expected.items():
+    model = nnx.eval_shape(lambda name=name: models.create(
+        name, num_classes=10, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")),
+        **config.model_overrides[name]))
+    assert tuple(model.conv(layer).kernel.shape[-1]
+                 for layer in model.layer_names) == channels

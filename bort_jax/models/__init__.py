@@ -48,9 +48,12 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   attention softmax in float32 (:func:`common.set_dtypes`). The logits come
   out in ``dtype``; the losses of ``bort_jax.train`` cast them to float32.
 
-  ``overrides`` go to the model's builder: ``width_multiplier`` for every
-  model, ``in_channels``/``image_size`` where the input shape fixes a layer
-  size, and depth overrides for the deep models.
+  ``overrides`` go to the model's builder: ``width_multiplier`` and
+  ``min_channels`` for every model (each width the multiplier scales gets
+  ``max(round(width · width_multiplier), min(width, min_channels))``
+  channels, :func:`common.scale_width`; the default floor 1 changes nothing),
+  ``in_channels``/``image_size`` where the input shape fixes a layer size,
+  and depth overrides for the deep models.
   """
   if name not in _BUILDERS:
     raise ValueError(f"unknown model {name!r}; expected one of {NAMES}.")

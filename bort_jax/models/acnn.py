@@ -33,6 +33,13 @@ max pool of its output is the logits; there is no dense head. Spatial sizes:
 dropout (0.5) before conv10, which Table 5 does not list: ``dropout_rate``
 (default 0.0, i.e. Table 5) turns it on.
 
+Narrow variants: ``width_multiplier`` scales every listed width (rounded);
+``min_channels`` floors each scaled width at ``min(width, min_channels)``, so
+the narrow first layers of a cheap variant keep enough units for a Gram
+matrix with off-diagonal entries while the wide ones (which cost the most)
+stay scaled. At x0.125, ACNN-Small (MNIST) has 1, 3, 36, 108, 324 channels;
+with ``min_channels=8``, 8, 8, 36, 108, 324. The default 1 is no floor.
+
 Kernels use Flax's default LeCun-normal init (variance 1/fan_in), the scale at
 which Bort's bounded constraint ``W Wᵀ = I`` holds per output unit.
 """
@@ -99,12 +106,12 @@ class ACNN(common.ConvClassifier):
 
   def __init__(self, specs: Sequence[ConvSpec], *, num_classes: int,
                in_channels: int, dense_head: bool, rngs: nnx.Rngs,
-               width_multiplier: float = 1.0, dropout_rate: float = 0.0,
-               dropout_before: Optional[str] = None,
+               width_multiplier: float = 1.0, min_channels: int = 1,
+               dropout_rate: float = 0.0, dropout_before: Optional[str] = None,
                explain_layer: Optional[str] = None):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
-    width_multiplier = common.check_width_multiplier(width_multiplier)
+    scale = common.width_scaler(width_multiplier, min_channels)
     dropout_rate = common.check_rate("dropout_rate", dropout_rate)
     self.layer_names = tuple(f"conv{i + 1}" for i in range(len(specs)))
     self.relu_after = tuple(spec.relu for spec in specs)
@@ -112,8 +119,7 @@ class ACNN(common.ConvClassifier):
     self.dropout_before = dropout_before
     fan_in = self.in_channels
     for name, spec in zip(self.layer_names, specs):
-      out = (num_classes if spec.features is None
-             else common.scale_width(spec.features, width_multiplier))
+      out = num_classes if spec.features is None else scale(spec.features)
       setattr(self, name, common.conv_layer(
           fan_in, out, (spec.kernel_size, spec.kernel_size),
           strides=(spec.strides, spec.strides),
@@ -149,30 +155,33 @@ class ACNN(common.ConvClassifier):
 
 
 def acnn_small_mnist(*, num_classes: int = 10, rngs: nnx.Rngs,
-                     width_multiplier: float = 1.0, in_channels: int = 1) -> ACNN:
+                     width_multiplier: float = 1.0, min_channels: int = 1,
+                     in_channels: int = 1) -> ACNN:
   """ACNN-Small for 28x28 MNIST (Table 4, left column), explained from
   conv5 (Section 4.2)."""
   return ACNN(ACNN_SMALL_MNIST, num_classes=num_classes, in_channels=in_channels,
               dense_head=True, rngs=rngs, width_multiplier=width_multiplier,
-              explain_layer="conv5")
+              min_channels=min_channels, explain_layer="conv5")
 
 
 def acnn_small_cifar(*, num_classes: int = 10, rngs: nnx.Rngs,
-                     width_multiplier: float = 1.0, in_channels: int = 3) -> ACNN:
+                     width_multiplier: float = 1.0, min_channels: int = 1,
+                     in_channels: int = 3) -> ACNN:
   """ACNN-Small for 32x32 CIFAR-10 (Table 4, right column), explained from
   conv5 (Section 4.2)."""
   return ACNN(ACNN_SMALL_CIFAR, num_classes=num_classes, in_channels=in_channels,
               dense_head=True, rngs=rngs, width_multiplier=width_multiplier,
-              explain_layer="conv5")
+              min_channels=min_channels, explain_layer="conv5")
 
 
 def acnn_base(*, num_classes: int = 1000, rngs: nnx.Rngs,
-              width_multiplier: float = 1.0, in_channels: int = 3,
-              dropout_rate: float = 0.0) -> ACNN:
+              width_multiplier: float = 1.0, min_channels: int = 1,
+              in_channels: int = 3, dropout_rate: float = 0.0) -> ACNN:
   """ACNN-Base for 224x224 ImageNet (Table 5). conv12 keeps ``num_classes``
-  channels under ``width_multiplier``: its global max pool is the logits.
-  The paper explains it from its 8th layer, conv8 (Section 4.2)."""
+  channels under ``width_multiplier`` and ``min_channels``: its global max
+  pool is the logits. The paper explains it from its 8th layer, conv8
+  (Section 4.2)."""
   return ACNN(ACNN_BASE, num_classes=num_classes, in_channels=in_channels,
               dense_head=False, rngs=rngs, width_multiplier=width_multiplier,
-              dropout_rate=dropout_rate, dropout_before=_BASE_DROPOUT_BEFORE,
-              explain_layer="conv8")
+              min_channels=min_channels, dropout_rate=dropout_rate,
+              dropout_before=_BASE_DROPOUT_BEFORE, explain_layer="conv8")

@@ -8,6 +8,7 @@ it to the end; ``features`` stops at the requested layer, so the layers after
 it are never computed; ``conv_inputs`` collects what each conv received.
 """
 
+import functools
 from typing import Callable, Generator, NamedTuple, Optional, Union
 
 import jax
@@ -38,9 +39,21 @@ class LayerOutput(NamedTuple):
 Trace = Generator[LayerOutput, None, jax.Array]
 
 
-def scale_width(width: int, width_multiplier: float) -> int:
-  """``width · width_multiplier`` rounded, and at least 1."""
-  return max(1, int(round(width * width_multiplier)))
+def scale_width(width: int, width_multiplier: float,
+                min_channels: int = 1) -> int:
+  """``width · width_multiplier`` rounded, but at least ``min_channels`` (and
+  never raised above ``width`` by that floor): ``max(round(width · m),
+  min(width, min_channels))``. The default floor of 1 keeps every layer."""
+  return max(int(round(width * width_multiplier)), min(width, min_channels))
+
+
+def width_scaler(width_multiplier: float = 1.0,
+                 min_channels: int = 1) -> Callable[[int], int]:
+  """A model's ``width -> channels`` map: :func:`scale_width` with its
+  ``width_multiplier`` and ``min_channels`` overrides, both checked."""
+  return functools.partial(
+      scale_width, width_multiplier=check_width_multiplier(width_multiplier),
+      min_channels=check_positive_int("min_channels", min_channels))
 
 
 def check_positive_int(name: str, value) -> int:

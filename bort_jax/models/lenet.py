@@ -31,17 +31,16 @@ class LeNet(common.ConvClassifier):
   layer_names = ("conv1", "conv2")
 
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, in_channels: int,
-               image_size: int, width_multiplier: float = 1.0):
+               image_size: int, width_multiplier: float = 1.0,
+               min_channels: int = 1):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
     self.image_size = common.check_positive_int("image_size", image_size)
     if _flat_size(self.image_size) < 1:
       raise ValueError(f"image_size must be at least 16 for LeNet, got {image_size}.")
-    width_multiplier = common.check_width_multiplier(width_multiplier)
-    conv1_out, conv2_out = (common.scale_width(w, width_multiplier)
-                            for w in _CONV_WIDTHS)
-    fc1_out, fc2_out = (common.scale_width(w, width_multiplier)
-                        for w in _DENSE_WIDTHS)
+    scale = common.width_scaler(width_multiplier, min_channels)
+    conv1_out, conv2_out = map(scale, _CONV_WIDTHS)
+    fc1_out, fc2_out = map(scale, _DENSE_WIDTHS)
     conv = dict(kernel_size=(_KERNEL, _KERNEL),
                 padding=common.symmetric_padding(0), rngs=rngs)
     self.conv1 = common.conv_layer(self.in_channels, conv1_out, **conv)
@@ -72,10 +71,12 @@ class LeNet(common.ConvClassifier):
 
 
 def lenet(*, num_classes: int = 10, rngs: nnx.Rngs, in_channels: int = 1,
-          image_size: Optional[int] = None, width_multiplier: float = 1.0) -> LeNet:
+          image_size: Optional[int] = None, width_multiplier: float = 1.0,
+          min_channels: int = 1) -> LeNet:
   """LeNet-5 for 28x28 grey (``in_channels=1``, default) or 32x32 RGB
   (``in_channels=3``) images; ``image_size`` defaults to 28 or 32 to match."""
   if image_size is None:
     image_size = 28 if in_channels == 1 else 32
   return LeNet(num_classes=num_classes, rngs=rngs, in_channels=in_channels,
-               image_size=image_size, width_multiplier=width_multiplier)
+               image_size=image_size, width_multiplier=width_multiplier,
+               min_channels=min_channels)

@@ -88,23 +88,23 @@ class ResNet(common.ConvClassifier):
   """ResNet with bottleneck v1.5 blocks and the convolutional-model interface."""
 
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, in_channels: int = 3,
-               width_multiplier: float = 1.0,
+               width_multiplier: float = 1.0, min_channels: int = 1,
                stage_sizes: Sequence[int] = _STAGE_SIZES):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
-    width_multiplier = common.check_width_multiplier(width_multiplier)
+    scale = common.width_scaler(width_multiplier, min_channels)
     stage_sizes = tuple(stage_sizes)
     if len(stage_sizes) != len(_STAGE_WIDTHS) or not all(
         isinstance(n, int) and n >= 1 for n in stage_sizes):
       raise ValueError(
           f"stage_sizes must be 4 positive ints, got {stage_sizes!r}.")
-    stem_width = common.scale_width(_STEM_WIDTH, width_multiplier)
+    stem_width = scale(_STEM_WIDTH)
     self.stem = _conv(self.in_channels, stem_width, 7, rngs, strides=2, pad=3)
     self.stem_bn = _norm(stem_width, rngs)
     names = ["stem"]
     fan_in = stem_width
     for stage, (size, base_width) in enumerate(zip(stage_sizes, _STAGE_WIDTHS)):
-      width = common.scale_width(base_width, width_multiplier)
+      width = scale(base_width)
       blocks = []
       for index in range(size):
         strides = 2 if stage > 0 and index == 0 else 1
@@ -131,8 +131,9 @@ class ResNet(common.ConvClassifier):
 
 
 def resnet50(*, num_classes: int = 1000, rngs: nnx.Rngs, in_channels: int = 3,
-             width_multiplier: float = 1.0,
+             width_multiplier: float = 1.0, min_channels: int = 1,
              stage_sizes: Sequence[int] = _STAGE_SIZES) -> ResNet:
   """ResNet50; ``stage_sizes`` (default 3-4-6-3) is the depth override."""
   return ResNet(num_classes=num_classes, rngs=rngs, in_channels=in_channels,
-                width_multiplier=width_multiplier, stage_sizes=stage_sizes)
+                width_multiplier=width_multiplier, min_channels=min_channels,
+                stage_sizes=stage_sizes)

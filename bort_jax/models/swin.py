@@ -159,13 +159,13 @@ class SwinTransformer(nnx.Module):
                depths: Sequence[int] = _DEPTHS,
                num_heads: Sequence[int] = _NUM_HEADS, window_size: int = 7,
                mlp_ratio: float = 4.0, width_multiplier: float = 1.0,
-               drop_path_rate: float = 0.3):
+               min_channels: int = 1, drop_path_rate: float = 0.3):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
     self.image_size = common.check_positive_int("image_size", image_size)
     patch_size = common.check_positive_int("patch_size", patch_size)
     window_size = common.check_positive_int("window_size", window_size)
-    width_multiplier = common.check_width_multiplier(width_multiplier)
+    scale = common.width_scaler(width_multiplier, min_channels)
     drop_path_rate = common.check_rate("drop_path_rate", drop_path_rate)
     depths = tuple(common.check_positive_int("depths", d) for d in depths)
     num_heads = tuple(common.check_positive_int("num_heads", n) for n in num_heads)
@@ -180,7 +180,7 @@ class SwinTransformer(nnx.Module):
       raise ValueError(
           f"image_size / patch_size = {resolution} must be divisible by "
           f"2**{len(depths) - 1} for {len(depths)} stages of patch merging.")
-    dim = num_heads[0] * common.scale_width(_HEAD_DIM, width_multiplier)
+    dim = num_heads[0] * scale(_HEAD_DIM)
     self.patch_embed = common.conv_layer(
         self.in_channels, dim, (patch_size, patch_size),
         strides=(patch_size, patch_size), padding="VALID", rngs=rngs)
@@ -216,5 +216,6 @@ def swin_small(*, num_classes: int = 1000, rngs: nnx.Rngs, **overrides
   """Swin-S. Overrides: ``image_size`` (224), ``patch_size`` (4),
   ``in_channels`` (3), ``depths`` (2, 2, 18, 2), ``num_heads`` (3, 6, 12, 24),
   ``window_size`` (7), ``mlp_ratio`` (4), ``width_multiplier`` (scales the head
-  dim 32), ``drop_path_rate`` (0.3)."""
+  dim 32), ``min_channels`` (floors that scaled head dim at min(32,
+  min_channels); 1), ``drop_path_rate`` (0.3)."""
   return SwinTransformer(num_classes=num_classes, rngs=rngs, **overrides)

@@ -28,12 +28,12 @@ class VGG(common.ConvClassifier):
   """VGG with the convolutional-model interface."""
 
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, in_channels: int = 3,
-               width_multiplier: float = 1.0,
+               width_multiplier: float = 1.0, min_channels: int = 1,
                convs_per_stage: Sequence[int] = _CONVS_PER_STAGE,
                dropout_rate: float = 0.5):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
-    width_multiplier = common.check_width_multiplier(width_multiplier)
+    scale = common.width_scaler(width_multiplier, min_channels)
     dropout_rate = common.check_rate("dropout_rate", dropout_rate)
     convs_per_stage = tuple(convs_per_stage)
     if len(convs_per_stage) != len(_STAGE_WIDTHS) or not all(
@@ -46,14 +46,13 @@ class VGG(common.ConvClassifier):
     self.pool_after = tuple(sum(convs_per_stage[:s + 1])
                             for s in range(len(convs_per_stage)))
     fan_in = self.in_channels
-    widths = [common.scale_width(w, width_multiplier)
-              for w, n in zip(_STAGE_WIDTHS, convs_per_stage) for _ in range(n)]
+    widths = [scale(w) for w, n in zip(_STAGE_WIDTHS, convs_per_stage) for _ in range(n)]
     for name, width in zip(self.layer_names, widths):
       setattr(self, name, common.conv_layer(
           fan_in, width, (3, 3), padding=common.symmetric_padding(1),
           kernel_init=_CONV_INIT, rngs=rngs))
       fan_in = width
-    hidden = common.scale_width(_HIDDEN, width_multiplier)
+    hidden = scale(_HIDDEN)
     dense = dict(kernel_init=_DENSE_INIT, rngs=rngs)
     self.fc1 = nnx.Linear(fan_in * _POOLED_HW[0] * _POOLED_HW[1], hidden, **dense)
     self.fc2 = nnx.Linear(hidden, hidden, **dense)
@@ -82,10 +81,11 @@ class VGG(common.ConvClassifier):
 
 
 def vgg16(*, num_classes: int = 1000, rngs: nnx.Rngs, in_channels: int = 3,
-          width_multiplier: float = 1.0,
+          width_multiplier: float = 1.0, min_channels: int = 1,
           convs_per_stage: Sequence[int] = _CONVS_PER_STAGE,
           dropout_rate: float = 0.5) -> VGG:
   """VGG16; ``convs_per_stage`` (default 2-2-3-3-3) is the depth override."""
   return VGG(num_classes=num_classes, rngs=rngs, in_channels=in_channels,
-             width_multiplier=width_multiplier, convs_per_stage=convs_per_stage,
+             width_multiplier=width_multiplier, min_channels=min_channels,
+             convs_per_stage=convs_per_stage,
              dropout_rate=dropout_rate)

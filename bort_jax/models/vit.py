@@ -42,19 +42,20 @@ class VisionTransformer(nnx.Module):
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, image_size: int = 224,
                patch_size: int = 16, in_channels: int = 3, depth: int = 12,
                num_heads: int = 6, mlp_ratio: float = 4.0,
-               width_multiplier: float = 1.0, drop_path_rate: float = 0.1):
+               width_multiplier: float = 1.0, min_channels: int = 1,
+               drop_path_rate: float = 0.1):
     num_classes = common.check_positive_int("num_classes", num_classes)
     self.in_channels = common.check_positive_int("in_channels", in_channels)
     self.image_size = common.check_positive_int("image_size", image_size)
     patch_size = common.check_positive_int("patch_size", patch_size)
     depth = common.check_positive_int("depth", depth)
     num_heads = common.check_positive_int("num_heads", num_heads)
-    width_multiplier = common.check_width_multiplier(width_multiplier)
+    scale = common.width_scaler(width_multiplier, min_channels)
     drop_path_rate = common.check_rate("drop_path_rate", drop_path_rate)
     if image_size % patch_size:
       raise ValueError(f"image_size {image_size} must be a multiple of "
                        f"patch_size {patch_size}.")
-    dim = num_heads * common.scale_width(_HEAD_DIM, width_multiplier)
+    dim = num_heads * scale(_HEAD_DIM)
     num_tokens = (image_size // patch_size) ** 2 + 1
     self.patch_embed = common.conv_layer(
         self.in_channels, dim, (patch_size, patch_size),
@@ -85,5 +86,7 @@ def deit_small(*, num_classes: int = 1000, rngs: nnx.Rngs, **overrides
                ) -> VisionTransformer:
   """DeiT-S. Overrides: ``image_size`` (224), ``patch_size`` (16),
   ``in_channels`` (3), ``depth`` (12), ``num_heads`` (6), ``mlp_ratio`` (4),
-  ``width_multiplier`` (scales the head dim 64), ``drop_path_rate`` (0.1)."""
+  ``width_multiplier`` (scales the head dim 64), ``min_channels`` (floors
+  that scaled head dim at min(64, min_channels); 1), ``drop_path_rate``
+  (0.1)."""
   return VisionTransformer(num_classes=num_classes, rngs=rngs, **overrides)

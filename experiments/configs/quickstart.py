@@ -14,14 +14,22 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
 - epochs: the paper's 40 (1 760 steps per run; 9 360 on MNIST). Bort-S
   converges more slowly early on, so a short demo measured an accuracy gap
   that is about the demo's length, not about Bort (``curves`` shows it).
-- ACNN-Small width x1 -> x0.125 (conv1..conv5: 1, 3, 36, 108, 324 channels
-  instead of 8, 24, 288, 864, 2592); LeNet keeps its full width. conv1 has a
-  single channel at this width (its Gram has no off-diagonal). x0.25 (2, 6,
-  72, 216, 648 channels) costs about 4x per epoch (conv FLOPs grow with the
-  square of the width): 40 epochs of it would take about 9 minutes per run on
-  2 CPU cores, so the demo keeps the paper's 40 epochs at x0.125 rather than
-  a wider net trained 3x shorter; docs/demo.md shows how both choices change
-  the verdicts (experiments.demo_choices).
+- ACNN-Small width x1 -> x0.125 with a floor of 8 channels
+  (``min_channels=8``): conv1..conv5 get 8, 8, 36, 108, 324 channels instead
+  of 8, 24, 288, 864, 2592; LeNet keeps its full width. Without the floor,
+  x0.125 gives 1, 3, 36, 108, 324: conv1's single unit has a Gram with no
+  off-diagonal and conv2's three units leave Fig. 3a's unit bootstrap
+  almost nothing to resample. The floor widens only those two cheap layers:
+  XLA counts +4 % FLOPs and +7 % bytes per train step, and the step measured
+  +3 to +7 % (wall) and +4 to +5 % (CPU time) on a loaded 2-core machine
+  (experiments.bench_demo_width, BENCHMARKS.md); the explain part measured
+  no difference under that load (100 s with, 107 s without); a floor of 16
+  (8, 16, 36, ...) measured +12 % wall per step. x0.25 (2, 6, 72, 216, 648 channels)
+  costs about 4x per epoch (conv FLOPs grow with the square of the width):
+  40 epochs of it would take about 9 minutes per run on 2 CPU cores, so the
+  demo keeps the paper's 40 epochs at x0.125 rather than a wider net trained
+  3x shorter; docs/demo.md shows how both choices change the verdicts
+  (experiments.demo_choices).
 - explainers on 16 test images (figures show 6); Table 1's claim uses all
   360 test images; RISE with 500 masks; IG, GuidedIG and XRAI's inner IG 32
   steps; deletion/insertion 28 pixels per step (28 steps); k = 64 salient
@@ -30,8 +38,9 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
   experiments.bench_report).
 
 Estimated on a quiet 2-core machine from per-epoch costs measured here (LeNet
-0.33 s, ACNN-Small x0.125 3.4 s per epoch of digits): about 7 minutes with
-the 40 epochs, plus about 1 minute of venv install.
+0.33 s, ACNN-Small x0.125 3.4 s per epoch of digits, before the floor, which
+adds about 5 %): about 7 minutes with the 40 epochs, plus about 1 minute of
+venv install.
 """
 
 import ml_collections
@@ -91,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.models = ("lenet", "acnn_small_mnist")
   config.model_overrides = ml_collections.ConfigDict({
       "lenet": {"width_multiplier": 1.0},
-      "acnn_small_mnist": {"width_multiplier": 0.125},
+      "acnn_small_mnist": {"width_multiplier": 0.125, "min_channels": 8},
   })
   config.optimizers = ("sgd", "bort_sgd")
   config.train = train_config()
