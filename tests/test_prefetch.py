@@ -81,3 +81,18 @@ def test_close_stops_a_producer_blocked_on_a_full_queue():
   assert not thread.is_alive()
   with pytest.raises(StopIteration):
     next(batches)
+
+
+class _Device:
+
+  def __init__(self, platform):
+    self.platform = platform
+
+
+def test_auto_depth_is_zero_on_host_cpus_and_two_on_accelerators():
+  cpus, gpus = [_Device("cpu")] * 2, [_Device("gpu")] * 2
+  assert prefetch.depth_for(-1, cpus) == 0
+  assert prefetch.depth_for(-1, gpus) == prefetch.AUTO_DEPTH == 2
+  assert prefetch.depth_for(-1, [_Device("tpu")]) == 2
+  # An explicit depth is kept on any platform.
+  assert prefetch.depth_for(3, cpus) == 3 and prefetch.depth_for(0, gpus) == 0

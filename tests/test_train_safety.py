@@ -63,7 +63,8 @@ def test_divergence_never_checkpoints_nan_and_names_the_step(tmp_path):
   # The repro: lr 100 from a good checkpoint, saving every 2 steps,
   # the loss looked at only every 50 steps.
   diverging = tiny(num_train_steps=60, learning_rate=100.0,
-                   checkpoint_every_steps=2, log_every_steps=50)
+                   checkpoint_every_steps=2, log_every_steps=50,
+                   prefetch_batches=2)
   with pytest.raises(train.DivergenceError, match=r"at step (\d+)") as error:
     train.train_and_evaluate(diverging, tmp_path, allow_config_change=True)
   failed_at = int(error.value.args[0].split("at step ")[1].split()[0])
@@ -376,8 +377,8 @@ def test_one_schema_refuses_unknown_and_missing_fields():
   del loose["lamda"], loose["seed"]
   with pytest.raises(ValueError, match=r"lacks the fields \['seed'\]"):
     train.check_config(loose)
-  with pytest.raises(ValueError, match=r"prefetch_batches=-1 must be an int"):
-    train.check_config(tiny(prefetch_batches=-1))
+  with pytest.raises(ValueError, match=r"prefetch_batches=-2 must be an int >= -1"):
+    train.check_config(tiny(prefetch_batches=-2))
 
 
 # ----------------------------------------------------------- data checks

@@ -181,9 +181,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
       train_iter.set_state(data_state)
     # From the restored position on, batches are made ahead (during the
     # compiles below, evaluations and checkpoints too).
+    depth = prefetch.depth_for(config.prefetch_batches, mesh.devices.flat)
     batches = stack.enter_context(prefetch.Prefetcher(
         train_iter, lambda b: train_iter.finish(to_global_batch(b, mesh)),
-        config.prefetch_batches))
+        depth))
     provenance.record(config, workdir, step=latest or 0, changes=changes)
     records = metrics_lib.records_up_to(workdir, latest or 0)
     replicated = mesh_lib.replicated(mesh)
@@ -194,8 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     eval_step = step_lib.make_eval_step(graphdef=defs.eval,
                                         num_classes=config.num_classes,
                                         replicated=replicated)
-    evaluate_state = lambda s: evaluate(eval_step, s, eval_iter, mesh,
-                                        config.prefetch_batches)
+    evaluate_state = lambda s: evaluate(eval_step, s, eval_iter, mesh, depth)
     return _loop(config, workdir, mesh, state, batches, train_step,
                  evaluate_state, checkpointer, schedule, total_steps,
                  records[-1] if records else {}, epoch_loss, stop)

@@ -21,6 +21,20 @@ from typing import Any, Callable
 
 # Seconds between checks of the stop flag while the queue is full.
 _POLL_S = 0.05
+# What ``prefetch_batches=-1`` (auto) means on accelerators.
+AUTO_DEPTH = 2
+
+
+def depth_for(prefetch_batches: int, devices) -> int:
+  """The prefetch depth of a run: ``prefetch_batches`` itself when >= 0;
+  for -1 (auto) :data:`AUTO_DEPTH` unless every device is the host's CPU,
+  then 0: there the producer thread's augmentation takes cores from the step
+  itself (a 2-core digits run: wall clock x1.12 with depth 2,
+  experiments.bench_goodput in BENCHMARKS.md)."""
+  if prefetch_batches != -1:
+    return prefetch_batches
+  on_cpu = all(device.platform == "cpu" for device in devices)
+  return 0 if on_cpu else AUTO_DEPTH
 
 
 class _End:

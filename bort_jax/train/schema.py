@@ -68,8 +68,10 @@ def default_config() -> ml_collections.ConfigDict:
   config.diagnostics_every_epochs = 1
   config.fsdp = False
   # Batches a background thread puts on the devices ahead of the step (train
-  # and eval); 0 loads each batch inline when the step needs it.
-  config.prefetch_batches = 2
+  # and eval); 0 loads each batch inline when the step needs it; -1 (auto):
+  # 2 on GPUs/TPUs, 0 when the devices are the host's CPU cores, which the
+  # thread would take from the step (see prefetch.depth_for).
+  config.prefetch_batches = -1
   # JAX's persistent compilation cache for the run ("" = off): a resumed run
   # loads its compiled steps from here instead of compiling them again.
   config.compilation_cache_dir = ""
@@ -118,9 +120,9 @@ def check_config(config) -> None:
     if int(config[name]) < 1:
       raise ValueError(f"{name}={config[name]!r} must be >= 1.")
   if isinstance(config.prefetch_batches, bool) or not isinstance(
-      config.prefetch_batches, int) or config.prefetch_batches < 0:
+      config.prefetch_batches, int) or config.prefetch_batches < -1:
     raise ValueError(f"prefetch_batches={config.prefetch_batches!r} must be "
-                     f"an int >= 0 (0: no prefetch).")
+                     f"an int >= -1 (0: no prefetch, -1: auto).")
   for name in ("learning_rate", "lam", "weight_decay", "momentum",
                "warmup_epochs", "num_epochs", "drop_path"):
     _number(config, name)
