@@ -623,5 +623,6 @@ register(Analysis(
     claim=Claim(
         statement="Fig. 6c: adversarial samples synthesised from a Bort "
                   "model's binarised features fool the classifier (most "
-                  "samples take the target's class).",
+                  "samples take the target's predicted class, which their "
+                  "source did not have).",
         differences=_fig6c_differences)))
