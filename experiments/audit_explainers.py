@@ -16,8 +16,9 @@ equal to ``explain.sat``); every other row changes one choice:
   on the map's border skipped).
 * Deletion/insertion: one raster tie order instead of the average of random
   ones; the logit instead of the softmax probability; the AUC of that
-  repository's ``Metric`` (logit curve divided by its first (deletion) or last
-  (insertion) value, plain mean), at 28 and at its MNIST step of 10 pixels.
+  repository's ``Metric`` (``explain.normalized_auc``: logit curve divided by
+  its first (deletion) or last (insertion) value, plain mean; the report's
+  ``table3_logit``), at 28 and at its MNIST step of 10 pixels.
   The paper's Table 3 has negative deletion AUCs (IG, GuidedIG), which a
   probability curve cannot give.
 * Fig. 6c: the constant B (the classifier has biases, so the scale of
@@ -44,6 +45,7 @@ import numpy as np
 from bort_jax import explain
 from bort_jax import train
 from bort_jax.explain import _common
+from bort_jax.explain import metrics
 from bort_jax.explain import onehot_backtrack
 from bort_jax.report import analyses
 from bort_jax.report import runs as runs_lib
@@ -94,30 +96,22 @@ def sat_variant(model, x, layer, k, binarize, skip_border=False):
   return np.asarray(jax.jit(lambda images: jax.lax.map(one_image, images))(x))
 
 
-def authors_auc(curves, mode):
-  """zbr17/ExplainAttr ``Metric.auc``: the curve over its first (deletion)
-  or last (insertion) value, averaged."""
-  curves = np.asarray(curves, np.float64)
-  peak = curves[:, :1] if mode == "deletion" else curves[:, -1:]
-  return (curves / peak).mean(1)
-
-
 def deletion_rows(model, x, saliency, ecfg):
   """{metric variant: (deletion AUCs, insertion AUCs)} of one map."""
   run = lambda **kw: explain.deletion_insertion(
       model, x, saliency, **{"step": ecfg.deletion_step,
                              "tie_orders": ecfg.deletion_tie_orders, **kw})
-  prob, raster, logit, logit10 = (run(), run(tie_orders=1),
-                                  run(score="logit"),
-                                  run(score="logit", step=10))
+  prob, raster, step10 = run(), run(tie_orders=1), run(step=10)
   auc = lambda r: (np.asarray(r.deletion_auc), np.asarray(r.insertion_auc))
-  authors = lambda r: (authors_auc(r.deletion, "deletion"),
-                       authors_auc(r.insertion, "insertion"))
+  authors = lambda r: (explain.normalized_auc(r.deletion_logit, "deletion"),
+                       explain.normalized_auc(r.insertion_logit, "insertion"))
   return {"report: softmax prob., RISE AUC, random tie orders": auc(prob),
           "one raster tie order": auc(raster),
-          "logit, RISE AUC": auc(logit),
-          "authors' AUC (logit / peak, mean), step 28": authors(logit),
-          "authors' AUC, step 10": authors(logit10)}
+          "logit, RISE AUC": (np.asarray(metrics.rise_auc(prob.deletion_logit)),
+                              np.asarray(metrics.rise_auc(
+                                  prob.insertion_logit))),
+          "authors' AUC (logit / peak, mean), step 28": authors(prob),
+          "authors' AUC, step 10": authors(step10)}
 
 
 def table3_rows(models, x, layer, ecfg):

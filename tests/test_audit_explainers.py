@@ -1,5 +1,6 @@
 """The variants experiments.audit_explainers measures, against loops of the
-public explainers and a transcription of the authors' AUC."""
+public explainers (the authors' AUC, now ``explain.normalized_auc``, is
+tested in test_explain_metrics.py)."""
 
 import numpy as np
 
@@ -56,12 +57,3 @@ def test_mean_binarize_thresholds_the_channel_sum_at_three_means():
   want = np.zeros((1, 4, 4))
   want[0, 0, 0] = want[0, 1, 1] = 1.0
   np.testing.assert_array_equal(audit.mean_binarize(signal), want)
-
-
-def test_authors_auc_divides_by_the_peak_and_averages():
-  curves = np.array([[2.0, 1.0, -1.0, 4.0], [4.0, 4.0, 2.0, 2.0]])
-  # ExplainAttr Metric.auc: deletion / first value, insertion / last value.
-  np.testing.assert_allclose(audit.authors_auc(curves, "deletion"),
-                             [(1 + .5 - .5 + 2) / 4, (1 + 1 + .5 + .5) / 4])
-  np.testing.assert_allclose(audit.authors_auc(curves, "insertion"),
-                             [(.5 + .25 - .25 + 1) / 4, (2 + 2 + 1 + 1) / 4])

@@ -197,3 +197,57 @@ def test_errors():
                                  step=1)
   with pytest.raises(ValueError, match="step must be a positive int"):
     explain.deletion_insertion(model, IMAGE, np.zeros((1, 2, 2)), step=0)
+
+
+def _explainattr_auc(scores, mtype):
+  """The Bort authors' AUC (zbr17/ExplainAttr, src/benchmark/metric.py,
+  ``auc``), restated in NumPy: each row over its column 0 ("del") or its
+  last column ("ins"), summed and divided by the number of columns."""
+  column = 0 if mtype == "del" else scores.shape[1] - 1
+  peak = scores[:, column][:, None]
+  return (scores / peak).sum(axis=-1) / scores.shape[-1]
+
+
+def test_the_logit_curves_come_with_the_probability_curves():
+  model = F.PixelLinear(np.ones((2, 2, 1)))  # logits [Σ pixels, 0]
+  saliency = np.array([[[4.0, 3.0], [2.0, 1.0]]])
+  prob = explain.deletion_insertion(model, IMAGE, saliency, step=1)
+  logit = explain.deletion_insertion(model, IMAGE, saliency, step=1,
+                                     score="logit")
+  np.testing.assert_allclose(prob.deletion_logit, [[10, 9, 7, 4, 0]])
+  np.testing.assert_allclose(prob.deletion, jax.nn.sigmoid(
+      np.array([[10.0, 9, 7, 4, 0]])), rtol=1e-6)  # softmax of [s, 0]
+  for got in (prob, logit):
+    np.testing.assert_allclose(got.deletion_logit, logit.deletion, rtol=1e-6)
+    np.testing.assert_allclose(got.insertion_logit, logit.insertion,
+                               rtol=1e-6)
+
+
+def test_normalized_auc_is_the_authors_auc():
+  rng = np.random.default_rng(0)
+  # Logit curves that cross 0 (negative AUCs, as in the paper's Table 3),
+  # a negative reference and end points far from the rest.
+  curves = rng.normal(1.0, 2.0, size=(6, 9))
+  curves[:, 0] += 3.0
+  curves[2, 0] = -1.5
+  curves[4, -1] = 0.25
+  for mode, mtype in (("deletion", "del"), ("insertion", "ins")):
+    np.testing.assert_allclose(metrics.normalized_auc(curves, mode),
+                               _explainattr_auc(curves, mtype), rtol=1e-12)
+  deletion = np.array([[4.0, 2.0, -1.0, -5.0]])
+  np.testing.assert_allclose(metrics.normalized_auc(deletion, "deletion"),
+                             [(1 + .5 - .25 - 1.25) / 4])
+  np.testing.assert_allclose(metrics.normalized_auc(deletion[:, ::-1],
+                                                    "insertion"),
+                             [(-1.25 - .25 + .5 + 1) / 4])
+
+
+def test_normalized_auc_rejects_a_zero_reference_and_bad_modes():
+  with pytest.raises(ValueError, match=r"deletion curves \[\[1\]\] \(1 in "
+                                       r"all\) are 0 on the unperturbed"):
+    metrics.normalized_auc(np.array([[1.0, 2.0], [0.0, 1.0]]), "deletion")
+  with pytest.raises(ValueError, match="mode must be 'deletion' or "
+                                       "'insertion'; got 'del'"):
+    metrics.normalized_auc(np.ones((1, 3)), "del")
+  with pytest.raises(ValueError, match="curve must hold finite values only"):
+    metrics.normalized_auc(np.array([[1.0, np.nan]]), "deletion")

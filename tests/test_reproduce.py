@@ -60,8 +60,8 @@ def test_reproduce_end_to_end_on_the_tfds_fixture(tmp_path):
       "image_shape": [28, 28, 1], "num_classes": 10}
   assert list(document["models"]) == ["lenet", "acnn_small_mnist_w0.125"]
   ids = [c["id"] for c in document["claims"]]
-  assert ids == ["table1", "fig3a", "fig3b", "fig4", "table3", "fig6a",
-                 "fig6c"]
+  assert ids == ["table1", "fig3a", "fig3b", "fig4", "table3",
+                 "table3_logit", "fig6a", "fig6c"]
   assert all(c["verdict"] in report.VERDICTS for c in document["claims"])
   (table1,) = [c for c in document["claims"] if c["id"] == "table1"]
   assert [e["units"].split(" test")[0] for e in table1["evidence"]] == ["20",

@@ -50,6 +50,7 @@ from bort_jax.explain.metrics import (
     DeletionInsertion,
     blur,
     deletion_insertion,
+    normalized_auc,
     pixel_ranks,
 )
 from bort_jax.explain.activation_tracking import DEFAULT_GAMMA, binarize, sat
@@ -76,6 +77,7 @@ __all__ = [
     "guided_ig",
     "guided_relu",
     "integrated_gradients",
+    "normalized_auc",
     "pixel_ranks",
     "reconstruct",
     "reconstruction_ratios",

@@ -23,6 +23,8 @@ class DeletionInsertion(NamedTuple):
   insertion_auc: jax.Array  # (N,) higher is better
   tied_fraction: jax.Array  # (N,) share of pixels whose saliency equals
                             # another pixel's in the same map
+  deletion_logit: jax.Array   # (N, n_steps + 1) the target's logit along
+  insertion_logit: jax.Array  # the same perturbations (for normalized_auc)
 
 
 def rise_blur_kernel(size: int = 11, sigma: float = 5.0) -> np.ndarray:
@@ -69,6 +71,39 @@ def tied_fraction(saliency: jax.Array) -> jax.Array:
   return jnp.mean(tied, axis=-1)
 
 
+def normalized_auc(curve, mode: str) -> np.ndarray:
+  """The AUC of the Bort authors' benchmark: each curve divided by its value
+  on the unperturbed image (the first point of a deletion curve, the last of
+  an insertion curve), then averaged over its points (a plain mean, not a
+  trapezoid).  Our own code after ``auc`` in ``src/benchmark/metric.py`` of
+  zbr17/ExplainAttr, whose ``Metric`` scores logits (``use_softmax=False``);
+  on logit curves it can be negative or exceed 1, as in the paper's Table 3.
+
+  Args:
+    curve: (..., T) scores along one perturbation, e.g. ``deletion_logit``.
+    mode: ``"deletion"`` or ``"insertion"``.
+
+  Returns:
+    (...,) float64 AUCs.  A reference value of 0 raises ``ValueError``
+    (the ratio would be infinite); a negative one is divided by as the
+    authors do, which flips that curve's sign.
+  """
+  if mode not in ("deletion", "insertion"):
+    raise ValueError(f"mode must be 'deletion' or 'insertion'; got {mode!r}")
+  curve = np.asarray(curve, np.float64)
+  if curve.ndim == 0 or curve.shape[-1] < 2:
+    raise ValueError(f"curve needs at least 2 points on its last axis; got "
+                     f"shape {curve.shape}")
+  _common.check_finite(curve, "curve")
+  reference = curve[..., :1] if mode == "deletion" else curve[..., -1:]
+  if np.any(reference == 0):
+    bad = np.argwhere(reference[..., 0] == 0)
+    raise ValueError(f"{mode} curves {bad.tolist()[:10]} ({len(bad)} in all) "
+                     "are 0 on the unperturbed image: the normalised AUC "
+                     "divides by that value")
+  return (curve / reference).mean(-1)
+
+
 def rise_auc(curve: jax.Array) -> jax.Array:
   """RISE's normalised area: the trapezoid rule on ``t / n_steps`` (equal
   spacing, also when the last step changes fewer than ``step`` pixels)."""
@@ -101,16 +136,19 @@ def _deletion_insertion(definition, params, x, saliency, target, key, *, step,
     deleted = jnp.where(changed, jnp.zeros_like(x), x)
     inserted = jnp.where(changed, x, blurred)
     images = jnp.concatenate([deleted, inserted]).reshape(-1, h, w, c)
-    out = model(images)
-    if score == "prob":
-      out = jax.nn.softmax(out)
+    logits = model(images)
+    out = jax.nn.softmax(logits) if score == "prob" else logits
     # Mean over the tie orders: the expected score at this count.
-    return _common.pick(out, both).reshape(2, tie_orders, n).mean(1)
+    picked = jnp.stack([_common.pick(out, both), _common.pick(logits, both)])
+    return picked.reshape(2, 2, tie_orders, n).mean(2)
 
-  curves = jax.lax.map(scores_at, counts, batch_size=batch_size)  # (T, 2, N)
-  deletion, insertion = curves[:, 0].T, curves[:, 1].T
+  # (T, score or logit, deletion or insertion, N) -> (2, 2, N, T)
+  curves = jnp.moveaxis(jax.lax.map(scores_at, counts, batch_size=batch_size),
+                        0, -1)
+  (deletion, insertion), logits = curves
   return DeletionInsertion(deletion, insertion, rise_auc(deletion),
-                           rise_auc(insertion), tied_fraction(saliency))
+                           rise_auc(insertion), tied_fraction(saliency),
+                           *logits)
 
 
 def deletion_insertion(model, x, saliency, *, step: int, target=None,
@@ -126,6 +164,8 @@ def deletion_insertion(model, x, saliency, *, step: int, target=None,
   softmax probability (``score="prob"``) or logit (``"logit"``) of the class
   predicted on ``x`` (or ``target``), at ``t = 0 .. ceil(H·W / step)``; the
   AUC is RISE's (:func:`rise_auc`: trapezoid on ``t / n_steps``, in [0, 1]).
+  The target's logit along the same perturbations comes with it (from the
+  same model calls), for the authors' normalised AUC (:func:`normalized_auc`).
 
   Ties: pixels of equal saliency have no order, so the curve is the
   expectation over random orders of each tied group, estimated by averaging

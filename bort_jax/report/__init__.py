@@ -4,7 +4,8 @@
   single declaration of each figure or claim, and :func:`register`.
 - :mod:`~bort_jax.report.analyses`: Section 4's analyses (Table 1, Fig. 3-6,
   Table 3, accuracy-vs-epoch curves), registered on import.
-- :mod:`~bort_jax.report.stats`: bootstrap intervals and the verdict rule.
+- :mod:`~bort_jax.report.stats`: bootstrap intervals, intervals of 0/1
+  outcomes (Clopper-Pearson, Bonett-Price) and the verdict rule.
 - :mod:`~bort_jax.report.build`: runs the registry over trained runs.
 - :mod:`~bort_jax.report.markdown`: ``report.md`` / ``report.json``.
 

@@ -171,7 +171,7 @@ def demo_snippet(results: Mapping, figures: Mapping[str, str]) -> str:
   out += claims_table(results)
   out += ["The recipe is the paper's Table 1, scaled down:", ""]
   out += [f"- {line}" for line in setup.get("recipe", [])] + [""]
-  for analysis_id in ("table1", "table3"):
+  for analysis_id in ("table1", "table3", "table3_logit"):
     for model in results["models"].values():
       rows = model["sections"].get(analysis_id)
       if rows:

@@ -57,10 +57,13 @@ class Claim:
   """A statement of the paper and the differences that decide it.
 
   ``differences(measured, ctx)`` returns :class:`stats.Difference` values (use
-  :func:`stats.difference`); the verdict follows :func:`stats.verdict`.
+  :func:`stats.difference`); the verdict follows :func:`stats.verdict`. It
+  may instead return a string saying why this model's measurements cannot
+  decide the claim (e.g. no adversarial pair left to count): the claim then
+  lists it under ``missing`` and cannot hold.
   """
   statement: str
-  differences: Callable[[Measured, Context], list[stats.Difference]]
+  differences: Callable[[Measured, Context], list[stats.Difference] | str]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,11 @@ bootstrap confidence interval. The bootstrap resamples what is independent:
   (first the runs, then the units: a two-level bootstrap).
 
 The interval is the central ``confidence`` mass of the resampled statistic
-differences. A difference *supports* the claim when its whole interval lies
+differences, except for 0/1 outcomes (a test image classified correctly, an
+adversarial pair that fooled the model): a percentile bootstrap of a sample
+without successes (or without failures, or without discordant pairs) has
+width 0, so those get intervals that stay honest there (:func:`proportion`,
+:func:`paired_proportions`). A difference *supports* the claim when its whole interval lies
 on the side the paper predicts, *contradicts* it when the whole interval lies
 on the other side, and is *undecided* when the interval contains 0. A claim
 ``holds`` when every difference supports it, ``does not hold`` when at least
@@ -34,6 +38,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -45,17 +50,27 @@ NUM_RESAMPLES = 2000
 
 VERDICT_RULE = (
     f"Each difference (Bort minus baseline, or Bort minus a stated reference) "
-    f"has a {CONFIDENCE:.0%} percentile bootstrap interval ({NUM_RESAMPLES} "
+    f"of measured values has a {CONFIDENCE:.0%} percentile bootstrap interval ({NUM_RESAMPLES} "
     "resamples of the independent units: test images, paired when both sides "
     "saw the same images; for weight statistics the rows of each network's "
     "Gram matrix, drawn for each network on its own, with off-diagonal "
     "statistics recomputed from the pairs of distinct drawn rows; runs are "
-    "resampled too when an optimizer has several seeds). A difference "
+    "resampled too when an optimizer has several seeds). A difference of "
+    "0/1 outcomes (a test image classified correctly, an adversarial pair "
+    f"that fooled the model) has instead a {CONFIDENCE:.0%} interval that "
+    "does not collapse at 0 or n successes: "
+    "Clopper-Pearson's exact interval for one proportion against a "
+    "reference, Bonett and Price's adjusted Wald interval for the "
+    "difference of two proportions on the same test images; with several "
+    "seeds, the union of that interval and the bootstrap over seeds and "
+    "units. A difference "
     "supports the claim when its whole interval lies on the side the paper "
     "predicts and contradicts it when its whole interval lies on the other "
     "side. A claim holds when every difference supports it, does not hold "
     "when any difference contradicts it, and is inconclusive otherwise (an "
-    "interval that contains 0 never counts as support).")
+    "interval that contains 0 never counts as support). A claim read under "
+    "two protocols (Table 3: RISE's and the authors') is two claims, each "
+    "with its own verdict; neither reading is preferred.")
 
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``statistic(data, counts)``: one run's ``data`` (units on the leading axis)
@@ -243,3 +258,130 @@ def verdict(differences: Sequence[Difference]) -> str:
   if all(r == "supports" for r in readings):
     return HOLDS
   return INCONCLUSIVE
+
+
+# ------------------------------------------------------------ 0/1 outcomes
+
+
+def _as_outcomes(name: str, values) -> list[np.ndarray]:
+  """``values`` (one 0/1 array per run, lengths may differ) as float64."""
+  if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
+    values = [values]
+  runs = [np.asarray(v, np.float64).reshape(-1) for v in values]
+  if not runs or any(r.size == 0 for r in runs):
+    raise ValueError(f"{name} needs at least one run with at least one "
+                     f"outcome; got sizes {[r.size for r in runs]}")
+  for r in runs:
+    bad = r[(r != 0.0) & (r != 1.0)]
+    if bad.size:
+      raise ValueError(f"{name} takes 0/1 outcomes; got {bad.size} other "
+                       f"values, e.g. {bad[0]}")
+  return runs
+
+
+def clopper_pearson(successes: float, trials: int) -> tuple[float, float]:
+  """Clopper and Pearson's exact interval of a binomial proportion: covers
+  the true proportion with probability ≥ ``CONFIDENCE`` for every value of
+  it, also at 0 or ``trials`` successes."""
+  k, n = int(round(successes)), int(trials)
+  ci = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE,
+                                                 method="exact")
+  return float(ci.low), float(ci.high)
+
+
+def bonett_price(discordant_bort: float, discordant_baseline: float,
+                 n: int) -> tuple[float, float]:
+  """Bonett and Price's (2012) adjusted Wald interval of ``p_bort −
+  p_baseline`` from ``n`` paired 0/1 outcomes: ``discordant_bort`` units
+  where only Bort succeeded, ``discordant_baseline`` where only the baseline
+  did. One success is added to each discordant cell and two units to ``n``,
+  so no discordant pair still gives an interval of width about
+  ``2·1.96·√2 / (n + 2)`` (Agresti and Min's idea for paired data)."""
+  z = scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2.0)
+  p12 = (discordant_bort + 1.0) / (n + 2.0)
+  p21 = (discordant_baseline + 1.0) / (n + 2.0)
+  delta = p12 - p21
+  half = z * np.sqrt((p12 + p21 - delta ** 2) / (n + 2.0))
+  return float(max(-1.0, delta - half)), float(min(1.0, delta + half))
+
+
+def _bootstrap_rate(runs: list[np.ndarray], rng) -> np.ndarray:
+  """(NUM_RESAMPLES,) two-level bootstrap of the mean success rate over
+  runs of different sizes: the runs drawn with replacement, then each drawn
+  run's units (resampling n 0/1 values is a Binomial(n, k/n) draw)."""
+  rates = np.array([r.mean() for r in runs])
+  sizes = np.array([r.size for r in runs])
+  picked = rng.integers(0, len(runs), size=(NUM_RESAMPLES, len(runs)))
+  return (rng.binomial(sizes[picked], rates[picked]) / sizes[picked]).mean(1)
+
+
+def _union(a, b):
+  return float(min(a[0], b[0])), float(max(a[1], b[1]))
+
+
+def proportion(name: str, outcomes, reference: float, *, better: str,
+               unit: str = "pairs", seed: int = 0) -> Difference:
+  """``rate − reference`` of 0/1 ``outcomes`` with an honest interval.
+
+  One run: Clopper-Pearson on its successes. Several runs (seeds, each with
+  its own number of units): the union of Clopper-Pearson on the pooled
+  units and the percentile interval of a two-level bootstrap over runs and
+  units (the spread between seeds), so neither a sample without successes
+  nor disagreeing seeds give a too-narrow interval. The point estimate is
+  the mean of the runs' rates.
+  """
+  if better not in ("higher", "lower"):
+    raise ValueError(f"better must be 'higher' or 'lower'; got {better!r}")
+  runs = _as_outcomes(f"{name} (Bort)", outcomes)
+  low, high = clopper_pearson(sum(r.sum() for r in runs),
+                              sum(r.size for r in runs))
+  if len(runs) > 1:
+    tail = (1.0 - CONFIDENCE) / 2.0
+    resampled = _bootstrap_rate(runs, np.random.default_rng(seed))
+    low, high = _union((low, high), tuple(np.quantile(
+        resampled, [tail, 1.0 - tail])))
+  rate = float(np.mean([r.mean() for r in runs]))
+  sizes = sorted({r.size for r in runs})
+  return Difference(
+      name=name, better=better, bort=rate, baseline=float(reference),
+      difference=rate - reference, low=low - reference, high=high - reference,
+      units=(f"{'/'.join(map(str, sizes))} {unit} × {len(runs)} run(s), "
+             f"{int(sum(r.sum() for r in runs))} successes; Clopper-Pearson"
+             + (" ∪ bootstrap over runs" if len(runs) > 1 else "")))
+
+
+def paired_proportions(name: str, bort, baseline, *, better: str,
+                       unit: str = "test images", seed: int = 0) -> Difference:
+  """``rate(bort) − rate(baseline)`` of 0/1 outcomes on the same units.
+
+  One run per side: Bonett and Price's adjusted Wald interval
+  (:func:`bonett_price`). Several: that interval on the discordant counts
+  averaged over all (Bort run, baseline run) pairs, united with the paired
+  two-level bootstrap of :func:`difference`.
+  """
+  if better not in ("higher", "lower"):
+    raise ValueError(f"better must be 'higher' or 'lower'; got {better!r}")
+  sides = [_as_outcomes(f"{name} (Bort)", bort),
+           _as_outcomes(f"{name} (baseline)", baseline)]
+  sizes = {r.size for side in sides for r in side}
+  if len(sizes) != 1:
+    raise ValueError(f"{name}: paired outcomes need the same units in every "
+                     f"run; got sizes {sorted(sizes)}")
+  (n,) = sizes
+  only_bort = np.mean([np.sum(b * (1 - s)) for b in sides[0]
+                       for s in sides[1]])
+  only_base = np.mean([np.sum((1 - b) * s) for b in sides[0]
+                       for s in sides[1]])
+  low, high = bonett_price(only_bort, only_base, n)
+  method = "Bonett-Price"
+  if len(sides[0]) > 1 or len(sides[1]) > 1:
+    boot = difference(name, sides[0], sides[1], better=better, paired=True,
+                      unit=unit, seed=seed)
+    low, high = _union((low, high), (boot.low, boot.high))
+    method += " ∪ paired bootstrap over runs"
+  rates = [float(np.mean([r.mean() for r in side])) for side in sides]
+  return Difference(
+      name=name, better=better, bort=rates[0], baseline=rates[1],
+      difference=rates[0] - rates[1], low=low, high=high,
+      units=(f"{n} {unit} (paired) × {len(sides[0])} vs {len(sides[1])} "
+             f"run(s), discordant {only_bort:g} vs {only_base:g}; {method}"))
