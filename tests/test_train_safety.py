@@ -22,6 +22,7 @@ from flax import nnx
 
 import bort_jax
 from bort_jax import train
+from bort_jax.train import metrics as metrics_lib
 from bort_jax.data import idx
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop, optimizers
@@ -492,3 +493,17 @@ def test_a_compilation_cache_dir_serves_the_compiles_of_the_next_run(
   assert hits >= 2 and "/jax/compilation_cache/cache_misses" not in events
   jax.jit(lambda x: x * 5.0)(1.0)  # after the run: not cached there
   assert sorted(p.name for p in (tmp_path / "cc").iterdir()) == written
+
+
+def test_a_resume_in_the_same_second_keeps_the_earlier_event_file(
+    tmp_path, monkeypatch):
+  # tensorboardX names event files by the second: two writers started in the
+  # same second must still write two files (the second used to truncate the
+  # first, losing the earlier run's events).
+  import tensorboardX.event_file_writer as event_file_writer  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(event_file_writer.time, "time", lambda: 1.7e9)
+  for purge_step in (None, 3):
+    writer = metrics_lib.MetricsWriter(tmp_path, purge_step=purge_step)
+    writer.write_scalars(purge_step or 1, {"train_loss": 1.0})
+    writer.close()
+  assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import pathlib
+import time
 
 import jax
 import numpy as np
@@ -95,8 +96,12 @@ class MetricsWriter:
     self._tensorboard = None
     if self.enabled:
       from tensorboardX import SummaryWriter  # heavy import, process 0 only
-      self._tensorboard = SummaryWriter(str(pathlib.Path(workdir) / "tb"),
-                                        purge_step=purge_step)
+      # tensorboardX names event files by the second and host only: a run
+      # resumed within the same second would open (and truncate) the earlier
+      # run's file. Nanoseconds keep the names unique and in start order.
+      self._tensorboard = SummaryWriter(
+          str(pathlib.Path(workdir) / "tb"), purge_step=purge_step,
+          filename_suffix=f".{time.time_ns():020d}")
 
   def write_scalars(self, step: int, scalars: dict) -> None:
     """TensorBoard only (the frequent train-loss points)."""
