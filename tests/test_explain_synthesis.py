@@ -98,6 +98,24 @@ def test_synthesis_is_reconstruct_of_the_constructed_feature_map():
     np.testing.assert_allclose(adv[b], want[0], rtol=1e-5, atol=1e-6)
 
 
+def test_success_rate_leaves_out_pairs_whose_source_has_the_targets_class():
+  # Appendix A.5: a sample "fools" the model when it takes the target's class;
+  # a pair whose source already had that class cannot show it (Fig. 6c rule).
+  model = F.two_layer()
+  x = F.random_images(12, 8, 2, seed=1)
+  source, target = x, np.roll(x, 1, axis=0)
+  adv = explain.synthesize_adversarial(model, source, target, layer=2, k=4)
+  predicted = lambda images: np.asarray(model(images)).argmax(-1)
+  counted = predicted(source) != predicted(target)
+  assert 0 < counted.sum() < len(counted)  # both kinds of pair occur
+  hits = predicted(adv) == predicted(target)
+  assert explain.adversarial_success_rate(
+      model, adv, target, x_source=source) == hits[counted].mean()
+  assert explain.adversarial_success_rate(model, adv, target) == hits.mean()
+  with pytest.raises(ValueError, match="every one of the 12 sources"):
+    explain.adversarial_success_rate(model, adv, target, x_source=target)
+
+
 def test_synthesis_errors():
   model = F.two_layer()
   x = F.random_images(2, 8, 2)
@@ -105,3 +123,5 @@ def test_synthesis_errors():
     explain.synthesize_adversarial(model, x, x[:1], layer=2)
   with pytest.raises(ValueError, match="same number of images"):
     explain.adversarial_success_rate(model, x, x[:1])
+  with pytest.raises(ValueError, match="x_adv and x_source must hold"):
+    explain.adversarial_success_rate(model, x, x, x_source=x[:1])
