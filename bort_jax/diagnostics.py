@@ -102,6 +102,15 @@ def extreme_eigenvalues(gram: jax.Array, steps: int = LANCZOS_STEPS):
   return ritz[0], ritz[-1]
 
 
+def smaller_gram(w: jax.Array) -> jax.Array:
+  """The smaller-side Gram of ``W`` (out, fan_in) (module docstring): ``W Wᵀ``
+  unless ``out > fan_in``, then ``Wᵀ W``; at full float32 precision (no
+  TF32/bf16 passes)."""
+  out, fan_in = w.shape
+  matmul = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
+  return matmul(w.T, w) if out > fan_in else matmul(w, w.T)
+
+
 def matrix_stats(w: jax.Array) -> dict:
   """Scalars describing the smaller-side Gram ``G`` of ``W`` (module
   docstring), ``m × m`` with ``m = min(out, fan_in)``.
@@ -116,9 +125,7 @@ def matrix_stats(w: jax.Array) -> dict:
   floor or 0. The Gram product runs at full float32 precision (no TF32/bf16
   passes).
   """
-  out, fan_in = w.shape
-  matmul = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
-  gram = matmul(w.T, w) if out > fan_in else matmul(w, w.T)
+  gram = smaller_gram(w)
   m = gram.shape[0]
   diag = jnp.diag(gram)
   off_abs_sum = jnp.sum(jnp.abs(gram)) - jnp.sum(jnp.abs(diag))
@@ -162,9 +169,7 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
 
 
 def _gram_entries(kernel, dimension_numbers=1):
-  w = kernel_matrix(jnp.asarray(kernel), dimension_numbers)
-  out, fan_in = w.shape
-  gram = w.T @ w if out > fan_in else w @ w.T  # the smaller side
+  gram = smaller_gram(kernel_matrix(jnp.asarray(kernel), dimension_numbers))
   off = ~jnp.eye(gram.shape[0], dtype=bool)
   return {"diag": jnp.diag(gram), "offdiag": gram[off]}
 

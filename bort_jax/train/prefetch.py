@@ -91,17 +91,21 @@ class Prefetcher:
         continue
     return False
 
+  def _advance(self):
+    """The next placed batch and the position after it, read in the thread
+    that advances the iterator (so the position travels with its batch);
+    StopIteration at the end."""
+    batch = next(self._iterator)
+    return self._put(batch), self._iterator.get_state()
+
   def _produce(self):
     try:
       while not self._stop.is_set():
         try:
-          batch = next(self._iterator)
+          item = self._advance()
         except StopIteration:
           self._offer(_End())
           return
-        # The position is read here, in the only thread that advances the
-        # iterator, and travels with its batch.
-        item = (self._put(batch), self._iterator.get_state())
         if not self._offer(item):
           return
     except BaseException as e:  # pylint: disable=broad-except
@@ -115,12 +119,11 @@ class Prefetcher:
       raise StopIteration
     if not self._thread:
       try:
-        batch = next(self._iterator)
+        batch, self._state = self._advance()
       except StopIteration:
         self._done = True
         raise
-      self._state = self._iterator.get_state()
-      return self._put(batch)
+      return batch
     item = self._queue.get()
     if isinstance(item, _End):
       self._done = True
