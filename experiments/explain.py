@@ -4,15 +4,14 @@ r"""Explains trained runs and checks the paper's claims on them.
 
 ``DIR`` is one run written by ``experiments.train`` (it holds ``config.json``)
 or a folder of such runs (e.g. ``runs/quickstart``). Runs of the same model on
-the same dataset are compared (the non-Bort optimizer is the baseline; several
-runs of one optimizer are seeds). ``report.md``, ``report.json`` and the PNG
-figures go to ``OUT`` (default ``DIR``), which is checked for writing first.
-Exits with status 1 when any part of the report failed (listed in the report).
+the same dataset are compared (the non-Bort optimizer is the baseline; runs of
+one optimizer with different ``config.seed`` are seeds, paired with the
+baseline's run of the same seed). ``report.md``, ``report.json`` and the PNG
+figures go to ``OUT`` (default ``DIR``), which is checked for writing first; a
+``DIR`` holding no run fails before anything is created. Exits with status 1
+when any part of the report failed (listed in the report).
 """
 
-from __future__ import annotations
-
-import os
 import sys
 
 from absl import app
@@ -20,44 +19,22 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bort_jax import report
-from experiments.configs import quickstart as quickstart_config
+from bort_jax.report import pipeline
 
-
-def write(results: dict, out_dir: str) -> int:
-  """Writes the report, prints where and what failed; the exit status."""
-  md_path, _ = report.write_report(results, out_dir)
-  print(f"wrote {md_path} ({len(results['models'])} models)")
-  for claim in results["claims"]:
-    print(f"  {claim['id']}: {claim['verdict']}")
-  for error in results["errors"]:
-    print(f"FAILED {error['analysis']} on {error['model']} ({error['part']}): "
-          f"{error['error']}", file=sys.stderr)
-  return 1 if results["errors"] else 0
-
-
-def define_flags():
-  """The CLI flags (defined on demand, so importing this module is free)."""
-  flags.DEFINE_string("workdir", None, "a run of experiments.train, or a "
-                      "folder of runs", required=True)
-  flags.DEFINE_string("out", None, "where the report goes (default: --workdir)")
-  config_flags.DEFINE_config_dict("explain", quickstart_config.explain_config(),
-                                  "explainer settings")
+flags.DEFINE_string("workdir", None, "a run of experiments.train, or a folder "
+                    "of runs", required=True)
+flags.DEFINE_string("out", None, "where the report goes (default: --workdir)")
+_EXPLAIN = config_flags.DEFINE_config_dict("explain", pipeline.explain_config(),
+                                           "explainer settings")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
-  out_dir = report.check_writable(flags.FLAGS.out or flags.FLAGS.workdir)
-  runs = report.find_runs(flags.FLAGS.workdir)
-  results = report.build(
-      runs, out_dir, flags.FLAGS.explain,
-      title="Bort explainability report: "
-            + ", ".join(os.path.basename(os.path.normpath(r)) for r in runs),
+  return pipeline.explain_runs(
+      flags.FLAGS.workdir, flags.FLAGS.out, _EXPLAIN.value,
       command="python -m experiments.explain " + " ".join(sys.argv[1:]))
-  return write(results, out_dir)
 
 
 if __name__ == "__main__":
-  define_flags()
   app.run(main)

@@ -24,9 +24,7 @@ if str(REPO) not in sys.path:
 from bort_jax import report  # noqa: E402
 from bort_jax.report import registry  # noqa: E402
 from bort_jax.report import stats  # noqa: E402
-from experiments import explain as explain_cli  # noqa: E402
-from experiments import quickstart  # noqa: E402
-from experiments.configs import quickstart as quickstart_config  # noqa: E402
+from bort_jax.report import pipeline  # noqa: E402
 
 
 # ------------------------------------------------------------ verdict rule
@@ -366,7 +364,7 @@ def test_table3_logit_reads_the_authors_auc_from_table3s_curves():
 
 
 def _tiny_explain():
-  config = quickstart_config.explain_config()
+  config = pipeline.explain_config()
   config.update(num_images=6, num_show=2, k=8, ig_steps=4, xrai_steps=4,
                 guided_ig_steps=4, rise_num_masks=20, deletion_step=196,
                 n_clusters=2, adversarial_pairs=2, eval_batch_size=256)
@@ -376,14 +374,21 @@ def _tiny_explain():
 @pytest.fixture(scope="module")
 def lenet_runs(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("lenet_runs")
-  config = quickstart_config.get_config()
-  config.train.num_train_steps = 2
-  config.train.eval_batch_size = 360
-  config.train.progress = False
-  run_dirs, _ = quickstart.train_runs(
-      {f"lenet_{o}": quickstart.run_config(config, "lenet", o)
-       for o in ("sgd", "bort_sgd")}, str(workdir))
+  run_dirs, _ = pipeline.train_runs(
+      {f"lenet_{o}": _digits_lenet(o, steps=2) for o in ("sgd", "bort_sgd")},
+      str(workdir))
   return run_dirs
+
+
+def _digits_lenet(optimizer, *, steps, seed=0):
+  from bort_jax import train
+  config = train.default_config()
+  config.update(dataset="digits", model="lenet", optimizer=optimizer,
+                lam=0.1 if optimizer.startswith("bort_") else 0.0,
+                weight_decay=0.01, batch_size=32, eval_batch_size=360,
+                num_train_steps=steps, seed=seed, progress=False)
+  config.model_overrides = {"in_channels": 1}
+  return config
 
 
 @pytest.fixture
@@ -482,7 +487,7 @@ def test_a_failing_explainer_is_recorded_and_the_rest_is_written(
   config = _tiny_explain()
   results = report.build(lenet_runs, str(tmp_path), config, title="t",
                          command="c", progress=False)
-  assert explain_cli.write(results, str(tmp_path)) == 1
+  assert pipeline.write_results(results, str(tmp_path)) == 1
   assert results["errors"] == [
       {"analysis": "fig5", "model": "LeNet", "part": f"RISE on the {opt} run",
        "error": "ValueError: rise broke"} for opt in ("SGD", "Bort-S")]
@@ -519,9 +524,11 @@ def test_a_read_only_report_directory_fails_before_any_work(module, flag,
   argv = [*_without_write_permission(), sys.executable, "-m", module,
           f"{flag}={read_only}"]
   if module == "experiments.explain":
-    # A --workdir that does not exist: were any work done first, that error
-    # would be the one raised.
-    argv.append(f"--workdir={tmp_path / 'no_such_runs'}")
+    # A run folder whose config.json is not even a config: were any work
+    # done before the check of --out, that error would be the one raised.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("not json")
+    argv.append(f"--workdir={tmp_path / 'run'}")
   result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)),
                           check=False)

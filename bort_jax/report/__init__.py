@@ -8,6 +8,9 @@
   outcomes (Clopper-Pearson, Bonett-Price) and the verdict rule.
 - :mod:`~bort_jax.report.build`: runs the registry over trained runs.
 - :mod:`~bort_jax.report.markdown`: ``report.md`` / ``report.json``.
+- :mod:`~bort_jax.report.pipeline`: train → explain → report with paired
+  seeds, and the explain settings (what ``experiments.quickstart``,
+  ``reproduce`` and ``explain`` run).
 
 Typical use::
 

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import tempfile
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ def find_runs(workdir: str) -> list[str]:
   if os.path.isfile(os.path.join(workdir, "config.json")):
     return [workdir]
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"--workdir {workdir!r} does not exist")
+    raise FileNotFoundError(f"{workdir!r} holds no run: it does not exist")
   runs = sorted(os.path.join(workdir, d) for d in os.listdir(workdir)
                 if os.path.isfile(os.path.join(workdir, d, "config.json")))
   if not runs:
@@ -82,10 +83,53 @@ def model_key(config) -> tuple[str, str]:
   return key, label
 
 
+class SeedRun(NamedTuple):
+  """One trained run of a group: unpacks as ``(run_dir, model, config)``."""
+  run_dir: str
+  model: object
+  config: object
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.seed)
+
+
+def check_paired(label: str, runs: dict) -> list[int]:
+  """The seeds of a model's runs ``{optimizer: [SeedRun]}``; raises unless
+  every optimizer has each seed exactly once and all have the same seeds
+  (seed s of the baseline is compared with seed s of Bort)."""
+  seeds = {}
+  for opt, items in runs.items():
+    found = [run.seed for run in items]
+    twice = sorted({s for s in found if found.count(s) > 1})
+    if twice:
+      dirs = [run.run_dir for run in items if run.seed in twice]
+      raise ValueError(f"{label}: {opt} has several runs of seed(s) {twice} "
+                       f"({dirs}); one run per seed and optimizer is allowed")
+    seeds[opt] = sorted(found)
+  first = next(iter(seeds.values()))
+  if any(s != first for s in seeds.values()):
+    listed = "; ".join(f"{opt}: {s}" for opt, s in seeds.items())
+    raise ValueError(f"{label}: the optimizers were trained with different "
+                     f"seeds ({listed}); runs are paired by seed (seed s of "
+                     "the baseline with seed s of Bort), so every optimizer "
+                     "needs the same seeds")
+  return first
+
+
 def group_runs(run_dirs: Sequence[str]) -> dict:
-  """``{model key: {"label", "dataset", "runs": {optimizer label: [(run_dir,
-  model, config), ...]}}}``: runs of one optimizer (several seeds) are listed
-  together, baseline optimizers before Bort ones."""
+  """``{model key: {"label", "dataset", "seeds", "runs": {optimizer label:
+  [SeedRun(run_dir, model, config), ...]}}}``.
+
+  Baseline optimizers come before Bort ones; each optimizer's runs are
+  ordered by ``config.seed``, and every optimizer of a model has the same
+  seeds (``"seeds"``, ascending), so position i of every list is seed
+  ``seeds[i]``: the runs are paired by seed.
+
+  Raises:
+    ValueError: runs of several datasets, or a model whose optimizers were
+      not trained with the same seeds, or with one seed twice.
+  """
   from bort_jax import train  # pylint: disable=import-outside-toplevel
 
   groups: dict = {}
@@ -98,11 +142,14 @@ def group_runs(run_dirs: Sequence[str]) -> dict:
     group = groups.setdefault(key, {"label": label, "dataset": config.dataset,
                                     "runs": {}})
     opt = OPTIMIZER_LABELS.get(config.optimizer, config.optimizer)
-    group["runs"].setdefault(opt, []).append((run_dir, model, config))
+    group["runs"].setdefault(opt, []).append(SeedRun(run_dir, model, config))
   for group in groups.values():
-    group["runs"] = dict(sorted(group["runs"].items(),
-                                key=lambda item: item[1][0][2].optimizer
-                                .startswith("bort_")))
+    group["runs"] = {opt: sorted(items, key=lambda run: run.seed)
+                     for opt, items in sorted(
+                         group["runs"].items(),
+                         key=lambda item: item[1][0].config.optimizer
+                         .startswith("bort_"))}
+    group["seeds"] = check_paired(group["label"], group["runs"])
   return groups
 
 

@@ -45,7 +45,7 @@ venv install.
 
 import ml_collections
 
-from bort_jax import explain
+from bort_jax.report import pipeline
 from experiments.configs import recipes
 
 PAPER_RECIPE = recipes.table1("mnist", "lenet", "bort_sgd")
@@ -70,31 +70,6 @@ def train_config() -> ml_collections.ConfigDict:
   return config
 
 
-def explain_config() -> ml_collections.ConfigDict:
-  """Settings of the explainers and the report (Section 4.2)."""
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.num_images = 16        # test images for Table 3 and Fig. 3b
-  config.num_show = 6           # images drawn in Fig. 4/5/6
-  config.k = 64                 # salient channels (SAT, decomposition, synthesis)
-  config.B = 1.0                # value put at each selected maximum
-  # SAT's binarisation threshold γ is our own definition (the paper gives
-  # none): a pixel is kept where max over channels of |S| exceeds γ times that
-  # backtracked signal's peak (bort_jax.explain.binarize).
-  config.sat_gamma = float(explain.DEFAULT_GAMMA)
-  config.deletion_tie_orders = 8  # random tie-breaks averaged per tied map
-  config.ig_steps = 32
-  config.xrai_steps = 32        # IG steps inside PAIR's XRAI
-  config.guided_ig_steps = 32
-  config.rise_num_masks = 500
-  config.rise_cell_size = 7
-  config.deletion_step = 28     # pixels removed/inserted per step
-  config.n_clusters = 6         # K-means clusters of the top-k components
-  config.adversarial_pairs = 64  # disjoint pairs of test images (Fig. 6c)
-  config.eval_batch_size = 256  # Table 1's per-image accuracy pass
-  return config
-
-
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.models = ("lenet", "acnn_small_mnist")
@@ -103,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
       "acnn_small_mnist": {"width_multiplier": 0.125, "min_channels": 8},
   })
   config.optimizers = ("sgd", "bort_sgd")
+  config.seeds = 5  # paired seeds per (model, optimizer), from train.seed
+  config.paper_recipe = PAPER_RECIPE.to_dict()
   config.train = train_config()
-  config.explain = explain_config()
+  config.explain = pipeline.explain_config()
   return config
