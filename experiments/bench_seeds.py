@@ -42,6 +42,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,14 +75,14 @@ def sequential(model, seeds, epochs, cache: bool) -> dict:
   """Wall time of the seeds one after the other, and the summed parts."""
   with tempfile.TemporaryDirectory() as tmp:
     cache_dir = os.path.join(tmp, "cache") if cache else ""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     results = [bench_goodput.run(run_config(model, s, epochs, cache_dir),
                                  os.path.join(tmp, f"s{s}"))
                for s in range(seeds)]
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
   parts = {k: sum(r["seconds"][k] for r in results)
            for k in results[0]["seconds"]}
-  return {"wall_s": wall, "parts": parts,
+  return {"wall_s": wall, "cpu_s": cpu, "parts": parts,
           "compile_per_run": [r["seconds"]["compile"] for r in results]}
 
 
@@ -107,9 +108,10 @@ def processes(model, seeds, epochs, count: int) -> dict:
         env=env, stdout=subprocess.DEVNULL) for i in range(count)]
     codes = [child.wait() for child in children]
     wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
   if any(codes):
     raise RuntimeError(f"a child process failed: exit codes {codes}")
-  return {"wall_s": wall}
+  return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}
 
 
 def vmap_ratio(model, seeds, steps: int) -> dict:
@@ -186,12 +188,13 @@ def explain(model, seeds, num_images: int) -> dict:
       for count in (2, len(run_dirs)):
         jax.clear_caches()
         cache_dir = os.path.join(tmp, f"cache_{count}") if cache else ""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with compile_cache.persistent_cache(cache_dir):
           build(run_dirs[:count], os.path.join(tmp, "out"), ecfg,
-                          title="bench", command="bench", progress=False)
-        out[f"{'cache' if cache else 'no_cache'}_{count // 2}_pairs_s"] = (
-            time.perf_counter() - start)
+                title="bench", command="bench", progress=False)
+        name = f"{'cache' if cache else 'no_cache'}_{count // 2}_pairs"
+        out[f"{name}_s"] = time.perf_counter() - start
+        out[f"{name}_cpu_s"] = time.process_time() - cpu
     for cache in ("no_cache", "cache"):
       one, every = (out[f"{cache}_1_pairs_s"], out[f"{cache}_{seeds}_pairs_s"])
       out[f"{cache}_per_extra_pair_s"] = (every - one) / max(seeds - 1, 1)
@@ -233,8 +236,8 @@ def main(argv=None):
     for name in ("sequential", "cache", "processes"):
       if name in found:
         ratio = f" (x{found[name]['wall_s'] / base:.3f})" if base else ""
-        print(f"{model} {name}: {found[name]['wall_s']:.1f} s{ratio}",
-              flush=True)
+        print(f"{model} {name}: {found[name]['wall_s']:.1f} s{ratio}, CPU "
+              f"{found[name]['cpu_s']:.1f} s", flush=True)
     for name in ("sequential", "cache"):
       if name in found:
         p = found[name]["parts"]
@@ -257,7 +260,9 @@ def main(argv=None):
         print(f"{model} explain at {args.num_images} images, {cache}: one pair "
               f"{e[f'{cache}_1_pairs_s']:.1f} s, {args.seeds} pairs "
               f"{e[f'{cache}_{args.seeds}_pairs_s']:.1f} s, each extra pair "
-              f"{e[f'{cache}_per_extra_pair_s']:.1f} s", flush=True)
+              f"{e[f'{cache}_per_extra_pair_s']:.1f} s; CPU one pair "
+              f"{e[f'{cache}_1_pairs_cpu_s']:.1f} s, {args.seeds} pairs "
+              f"{e[f'{cache}_{args.seeds}_pairs_cpu_s']:.1f} s", flush=True)
       print(f"{model} explain with / without the cache, all pairs: x"
             f"{e[f'cache_{args.seeds}_pairs_s'] / e[f'no_cache_{args.seeds}_pairs_s']:.3f}",
             flush=True)

@@ -1,6 +1,6 @@
-"""`python -m experiments.reproduce` end to end on the real tfds mnist fixture
-(tests/data/tfds: 48 training, 20 test images) at a narrow width and 2 steps,
-and the recipe it trains."""
+"""`python -m experiments.reproduce --seeds 5` end to end on the real tfds mnist
+fixture (tests/data/tfds: 48 training, 20 test images) at a narrow width and 2
+steps, and the recipe each of its paired runs trains."""
 
 import json
 import os
@@ -10,34 +10,11 @@ import sys
 
 import pytest
 
+from bort_jax import report
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
-
-from bort_jax import report  # noqa: E402
-from experiments import reproduce  # noqa: E402
-
 FIXTURE = REPO / "tests" / "data" / "tfds"
-
-
-def test_the_runs_are_table1_at_paper_width_and_40_epochs():
-  configs = reproduce.run_configs("mnist", str(FIXTURE))
-  assert list(configs) == ["lenet_sgd", "lenet_bort_sgd",
-                           "acnn_small_mnist_sgd", "acnn_small_mnist_bort_sgd"]
-  for name, config in configs.items():
-    assert config.dataset == "mnist" and config.data_dir == str(FIXTURE)
-    assert (config.num_epochs, config.num_train_steps) == (40.0, -1)
-    assert (config.batch_size, config.learning_rate, config.weight_decay,
-            config.momentum) == (256, 0.01, 0.01, 0.0)
-    assert config.lam == (0.1 if name.endswith("bort_sgd") else 0.0)
-    assert "width_multiplier" not in config.model_overrides
-  narrow = reproduce.run_configs("mnist", str(FIXTURE), width=0.25,
-                                 num_train_steps=3, batch_size=8)
-  assert narrow["acnn_small_mnist_sgd"].model_overrides.to_dict() == {
-      "width_multiplier": 0.25}
-  assert narrow["lenet_sgd"].model_overrides.to_dict() == {"in_channels": 1}
-  assert narrow["lenet_sgd"].batch_size == 8
-  assert narrow["lenet_sgd"].num_train_steps == 3
+SEEDS = 5
 
 
 @pytest.mark.slow
@@ -45,6 +22,7 @@ def test_reproduce_end_to_end_on_the_tfds_fixture(tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "experiments.reproduce", "--dataset=mnist",
        f"--data_dir={FIXTURE}", f"--workdir={tmp_path}", "--width=0.125",
+       f"--seeds={SEEDS}", "--seed=2",
        "--num_train_steps=2", "--batch_size=16", "--noprogress",
        "--explain.num_images=8", "--explain.num_show=2", "--explain.k=8",
        "--explain.ig_steps=4", "--explain.xrai_steps=4",
@@ -68,10 +46,31 @@ def test_reproduce_end_to_end_on_the_tfds_fixture(tmp_path):
                                                                         "20"]
   assert document["errors"] == []
   for model in document["models"].values():
-    for opt, (run,) in model["runs"].items():
-      assert (run["steps"], run["learning_rate"], run["weight_decay"]) == (
-          2, 0.01, 0.01)
-      assert run["lam"] == (0.1 if opt == "Bort-S" else 0.0)
+    assert list(model["runs"]) == ["SGD", "Bort-S"]
+    for opt, runs in model["runs"].items():
+      assert [run["seed"] for run in runs] == list(range(2, 2 + SEEDS))
+      for run in runs:
+        assert (run["steps"], run["learning_rate"], run["weight_decay"]) == (
+            2, 0.01, 0.01)
+        assert run["lam"] == (0.1 if opt == "Bort-S" else 0.0)
+  # Every run is Table 1's recipe (40 epochs, batch 256 unless --batch_size,
+  # lr 0.01, wd 0.01, no momentum, λ 0.1 for Bort-S), paper width but for
+  # --width on ACNN-Small, in <model>_<optimizer>_s<seed>.
+  names = sorted(p.parent.name for p in tmp_path.glob("*/config.json"))
+  assert names == sorted(f"{m}_{o}_s{s}" for m in ("lenet", "acnn_small_mnist")
+                         for o in ("sgd", "bort_sgd")
+                         for s in range(2, 2 + SEEDS))
+  for name in names:
+    config = json.loads((tmp_path / name / "config.json").read_text())
+    assert (config["dataset"], config["data_dir"]) == ("mnist", str(FIXTURE))
+    assert (config["num_epochs"], config["num_train_steps"]) == (40.0, 2)
+    assert (config["batch_size"], config["learning_rate"],
+            config["weight_decay"], config["momentum"]) == (16, 0.01, 0.01, 0.0)
+    assert config["lam"] == (0.1 if "_bort_sgd_" in name else 0.0)
+    assert config["seed"] == int(name.rsplit("_s", 1)[1])
+    assert config["model_overrides"] == (
+        {"in_channels": 1} if name.startswith("lenet") else
+        {"width_multiplier": 0.125})
   assert any("width ×0.125" in line for line in document["setup"]["recipe"])
   assert any("2 steps per run" in line for line in document["setup"]["recipe"])
   assert (tmp_path / "report.md").read_text().startswith(
