@@ -6,13 +6,17 @@ r"""How the demo's settings change the verdicts: one table from several reports.
 
 Each ``--report LABEL=PATH`` is a ``report.json`` of ``experiments.quickstart``
 run with other settings; the table shows every claim's verdict and the
-accuracy of each run under each setting. ``experiments.quickstart
+accuracy of each run under each setting. The section
+``## History of the demo's settings`` of an existing ``--out`` file is kept
+(each change of the demo's settings, with its reason and the verdicts before
+and after, is logged there by hand from the reports). ``experiments.quickstart
 --docs_dir DIR`` embeds ``DIR/demo_choices.md`` in the demo section.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -60,6 +64,17 @@ def choices_table(reports: dict) -> str:
       + lines + ["", *commands, ""])
 
 
+HISTORY = "## History of the demo's settings"
+
+
+def with_history(table: str, previous: str) -> str:
+  """``table`` followed by the history section of ``previous`` (the file
+  being replaced), which is kept as written: the table is regenerated, the
+  log of settings and their verdicts is not."""
+  start = previous.find(HISTORY)
+  return table if start < 0 else table + "\n" + previous[start:]
+
+
 def define_flags():
   flags.DEFINE_multi_string("report", None, "LABEL=PATH of a report.json",
                             required=True)
@@ -75,8 +90,12 @@ def main(argv):
       raise ValueError(f"--report must be LABEL=PATH; got {item!r}")
     with open(path, encoding="utf-8") as f:
       reports[label] = json.load(f)
+  previous = ""
+  if os.path.isfile(flags.FLAGS.out):
+    with open(flags.FLAGS.out, encoding="utf-8") as f:
+      previous = f.read()
   with open(flags.FLAGS.out, "w", encoding="utf-8") as f:
-    f.write(choices_table(reports))
+    f.write(with_history(choices_table(reports), previous))
   print(f"wrote {flags.FLAGS.out}")
 
 

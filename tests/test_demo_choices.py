@@ -82,3 +82,14 @@ def test_choices_table_cells():
   assert ids == [f"`{a.id}`" for a in report.REGISTRY.values() if a.claim]
   assert "- 12 epochs: `python -m a`" in table
   assert "- 40 epochs: `python -m b`" in table
+
+
+def test_the_history_of_settings_survives_a_regenerated_table():
+  old = ("### How the demo's settings change the verdicts\n\n| old |\n\n"
+         f"{demo_choices.HISTORY}\n\n### 2026-11-30: floor 8\n\nverdicts\n")
+  new_table = "### How the demo's settings change the verdicts\n\n| new |\n"
+  written = demo_choices.with_history(new_table, old)
+  assert written.startswith(new_table) and "| old |" not in written
+  assert written.endswith(f"{demo_choices.HISTORY}\n\n### 2026-11-30: "
+                          "floor 8\n\nverdicts\n")
+  assert demo_choices.with_history(new_table, "| old |\n") == new_table
