@@ -110,7 +110,7 @@ def bench(name: str, repeats: int, width: float = 1.0) -> dict:
   lr, lam, momentum, wd = 0.01, 0.1, 0.9, 1e-4
   sgd = optax.chain(optax.add_decayed_weights(wd, bort_jax.default_mask),
                     optax.sgd(lr, momentum=momentum))
-  bort = bort_jax.bort_sgd(lr, lam, momentum=momentum, weight_decay=wd)
+  bort = bort_jax.bort_sgd(lr, lam=lam, momentum=momentum, weight_decay=wd)
   t_sgd = time_update(sgd, params, repeats)
   t_bort = time_update(bort, params, repeats)
   t_stats = time_stats(params, repeats)

@@ -425,7 +425,7 @@ def test_acnn_base_dropout_only_in_train_mode():
 
 def _final_over_initial_loss(model, images, labels, steps):
   graphdef, params, others = nnx.split(model, nnx.Param, ...)
-  tx = bort_jax.bort_sgd(0.05, 0.01, momentum=0.9)
+  tx = bort_jax.bort_sgd(0.05, lam=0.01, momentum=0.9)
 
   def loss_fn(p):
     logits = nnx.merge(graphdef, p, others)(images)
