@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Parent-module names whose 3-D kernel is (in, heads, head_dim): two output axes.
+# Parent-module names whose 3-D kernel is (in, heads, head_dim): 2 output axes.
 _TWO_OUTPUT_AXES_PARENTS = ("query", "key", "value", "q", "k", "v", "qkv")
 
 MaskOrFn = Optional[Union[Any, Callable[[Any], Any]]]

@@ -602,7 +602,7 @@ def bort_lamb(
     >>> bort_jax.bort_lamb(float("nan"), lam=2e-5)
     Traceback (most recent call last):
     ...
-    ValueError: learning_rate must be >= 0, got nan (a finite number >= 0 or an optax schedule).
+    ValueError: learning_rate must be >= 0, got nan ...
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

@@ -74,7 +74,8 @@ def run_blocks(blocks, namespace):
     if block.skip_reason is not None:
       continue
     try:
-      exec(compile(block.code, block.where, "exec"), namespace)  # pylint: disable=exec-used
+      code = compile(block.code, block.where, "exec")
+      exec(code, namespace)  # pylint: disable=exec-used
     except Exception as e:  # pylint: disable=broad-except
       raise AssertionError(
           f"the ```python block at {block.where} fails:\n"
