@@ -59,14 +59,6 @@ class BortDimensionNumbers(NamedTuple):
   reduction_axis: Optional[Axes] = None
   output_axis: Axes = -1
 
-  @property
-  def n_out_axes(self) -> int:
-    """How many trailing axes are outputs, for the Flax-style layouts only."""
-    out = _as_tuple(self.output_axis)
-    if self.reduction_axis is not None or out != tuple(range(-len(out), 0)):
-      raise AttributeError(f"{self} does not describe n trailing output axes.")
-    return len(out)
-
 
 
 def path_names(path) -> tuple:

@@ -60,8 +60,7 @@ def bort_flops(params) -> float:
       jax.tree.leaves(dims, is_leaf=lambda x: isinstance(
           x, bort_jax.BortDimensionNumbers))):
     if selected:
-      out = int(np.prod(leaf.shape[leaf.ndim - dim.n_out_axes:]))
-      fan_in = leaf.size // out
+      fan_in, out = bort_jax.kernels.matrix_view(leaf, dim)[0].shape[-2:]
       total += 4.0 * min(out, fan_in) * out * fan_in
   return total
 

@@ -488,11 +488,12 @@ def test_attention_kernels_have_flax_multihead_layout():
   assert attn.query.kernel.shape == (384, 6, 64)
   assert attn.out.kernel.shape == (6, 64, 384)
   dims = default_dimension_numbers(nnx.state(attn, nnx.Param))
-  n_out = {_names(path)[0]: d.n_out_axes for path, d in
-           jax.tree_util.tree_leaves_with_path(
-               dims, is_leaf=lambda d: hasattr(d, "n_out_axes"))
-           if _names(path)[-1] == "kernel"}
-  assert n_out == {"query": 2, "key": 2, "value": 2, "out": 1}
+  out_axes = {_names(path)[0]: d.output_axis for path, d in
+              jax.tree_util.tree_leaves_with_path(
+                  dims, is_leaf=lambda d: hasattr(d, "output_axis"))
+              if _names(path)[-1] == "kernel"}
+  assert out_axes == {"query": (-2, -1), "key": (-2, -1), "value": (-2, -1),
+                      "out": -1}
 
 
 # Narrow, shallow versions of the big models. The transformers get a smaller

@@ -218,9 +218,9 @@ def test_nnx_attention_kernels_get_two_output_axes():
                                 decode=False, rngs=nnx.Rngs(0))
   params = nnx.as_pure(nnx.state(attn, nnx.Param))
   dims = optim.default_dimension_numbers(params)
-  assert dims["query"]["kernel"].n_out_axes == 2
-  assert dims["value"]["kernel"].n_out_axes == 2
-  assert dims["out"]["kernel"].n_out_axes == 1
+  assert dims["query"]["kernel"].output_axis == (-2, -1)
+  assert dims["value"]["kernel"].output_axis == (-2, -1)
+  assert dims["out"]["kernel"].output_axis == -1
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False),
