@@ -257,3 +257,15 @@ def test_injected_bad_hyperparameter_under_jit_gives_nan(name, value):
   # Outside jit the injected value is concrete and refused eagerly.
   with pytest.raises(ValueError, match=name):
     tx.update(grads, state, params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda schedule: bort_jax.bort(schedule),
+    lambda schedule: bort_jax.bort_sgd(0.1, lam=0.1, weight_decay=schedule),
+    lambda schedule: bort_jax.bort_adamw(schedule, lam=0.1),
+])
+def test_schedule_invalid_at_step_0_is_refused_eagerly(make):
+  with pytest.raises(ValueError, match=r"must be >= 0 at every step, got "
+                     r"-0.25 at step 0 from the schedule"):
+    make(optax.linear_schedule(-0.25, 0.1, 10))
+  make(optax.linear_schedule(0.0, 0.1, 10))  # valid at step 0: accepted
