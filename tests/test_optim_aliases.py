@@ -144,13 +144,14 @@ def test_injected_learning_rate_and_lam_by_keyword(alias):
   params = _params()
   grads = _grads(params)
   state = tx.init(params)
-  got, _ = jax.jit(tx.update)(grads, state, params)
+  update = jax.jit(tx.update)
+  got, _ = update(grads, state, params)
   want, _ = ALIASES[alias](LR, lam=LAM).update(
       grads, ALIASES[alias](LR, lam=LAM).init(params), params)
   # rtol: inject_hyperparams turns b1/b2 into float32 arrays (1 − 0.999).
   chex.assert_trees_all_close(got, want, rtol=1e-4)
   state.hyperparams["learning_rate"] = jnp.asarray(-LR)
-  bad, _ = jax.jit(tx.update)(grads, state, params)
+  bad, _ = update(grads, state, params)
   assert all(np.isnan(u).all() for u in jax.tree.leaves(bad))
   with pytest.raises(ValueError, match="learning_rate"):  # concrete: eager
     tx.update(grads, state, params)
