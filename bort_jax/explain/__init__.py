@@ -48,7 +48,9 @@ implement:
   layer's features (or of ``x``), which lets SAT and ``decompose`` walk the
   top conv back by placing kernel slices; None or absent means the general
   VJP;
-* optional ``explain_layer``: the layer the paper explains the model from.
+* optional ``explain_layer``: the layer the paper explains the model from;
+* optional ``in_channels`` and ``image_size`` (ints, any model, black-box
+  ones too): the input the model takes, checked before any work.
 
 Invalid input raises ``ValueError`` naming the argument, the value and what
 is allowed (an empty batch, non-finite pixels or saliency, a target outside
