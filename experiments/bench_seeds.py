@@ -12,6 +12,9 @@ batch 32; LeNet at full width, ACNN-Small x0.125 with the floor of 8), Bort-S,
   seed compiles, the others load;
 * ``processes``: the seeds split over ``--processes`` Python processes run at
   once, sharing a cache (interpreter and JAX start-up included);
+* ``diagnostics``: ``cache`` again with ``orthogonality_stats`` only at the
+  last epoch (``diagnostics_every_epochs`` = the epochs) instead of every
+  epoch (the report reads none of the per-epoch diagnostics);
 * ``vmap``: the train step ``jax.vmap``-ed over the seeds (states and batches
   stacked), ``--steps`` steps, against the same number of single-seed steps
   run one after the other (steady state, compiles excluded): a vmapped loop
@@ -60,23 +63,27 @@ from bort_jax.train import step as step_lib
 from experiments import bench_goodput
 from experiments.configs import quickstart as quickstart_config
 
-PARTS = ("sequential", "cache", "processes", "vmap", "explain")
+PARTS = ("sequential", "cache", "processes", "vmap", "explain", "diagnostics")
 
 
-def run_config(model: str, seed: int, epochs: float, cache: str = ""):
+def run_config(model: str, seed: int, epochs: float, cache: str = "",
+               diagnostics_every: int = 1):
   config = pipeline.run_config(quickstart_config.get_config(), model,
                                "bort_sgd")
   config.num_epochs, config.seed, config.progress = epochs, seed, False
   config.compilation_cache_dir = cache
+  config.diagnostics_every_epochs = diagnostics_every
   return config
 
 
-def sequential(model, seeds, epochs, cache: bool) -> dict:
+def sequential(model, seeds, epochs, cache: bool,
+               diagnostics_every: int = 1) -> dict:
   """Wall time of the seeds one after the other, and the summed parts."""
   with tempfile.TemporaryDirectory() as tmp:
     cache_dir = os.path.join(tmp, "cache") if cache else ""
     start, cpu = time.perf_counter(), time.process_time()
-    results = [bench_goodput.run(run_config(model, s, epochs, cache_dir),
+    results = [bench_goodput.run(run_config(model, s, epochs, cache_dir,
+                                            diagnostics_every),
                                  os.path.join(tmp, f"s{s}"))
                for s in range(seeds)]
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -230,15 +237,18 @@ def main(argv=None):
                                      args.processes)
     if "vmap" in parts:
       found["vmap"] = vmap_ratio(model, args.seeds, args.steps)
+    if "diagnostics" in parts:
+      found["diagnostics_last_only"] = sequential(
+          model, args.seeds, args.epochs, True, max(int(args.epochs), 1))
     if "explain" in parts:
       found["explain"] = explain(model, args.seeds, args.num_images)
     base = found.get("sequential", {}).get("wall_s")
-    for name in ("sequential", "cache", "processes"):
+    for name in ("sequential", "cache", "processes", "diagnostics_last_only"):
       if name in found:
         ratio = f" (x{found[name]['wall_s'] / base:.3f})" if base else ""
         print(f"{model} {name}: {found[name]['wall_s']:.1f} s{ratio}, CPU "
               f"{found[name]['cpu_s']:.1f} s", flush=True)
-    for name in ("sequential", "cache"):
+    for name in ("sequential", "cache", "diagnostics_last_only"):
       if name in found:
         p = found[name]["parts"]
         total = sum(p.values())

@@ -82,6 +82,10 @@ def train_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 120
   config.num_epochs = 40.0
   config.log_every_steps = 11
+  # orthogonality_stats at the last epoch only: the report reads none of the
+  # per-epoch ones, and each cost ~0.6 s on a loaded 2-core machine
+  # (experiments.bench_seeds --parts cache,diagnostics, BENCHMARKS.md).
+  config.diagnostics_every_epochs = 40
   return config
 
 
