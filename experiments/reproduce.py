@@ -5,7 +5,7 @@ r"""Table 1 at paper scale with paired seeds, then Section 4's report.
 
 Trains Table 1's recipe (Section 4.1.1: 40 epochs, batch 256, lr 0.01, weight
 decay 0.01, λ 0.1, no augmentation) at the paper's full width, SGD vs Bort-S,
-for LeNet and ACNN-Small, ``--seeds`` seeds each (seed s of SGD and of Bort-S
+for LeNet and ACNN-Small (``--models``), ``--seeds`` seeds each (seed s of SGD and of Bort-S
 share initialisation and data order), into
 ``WORKDIR/<model>_<optimizer>_s<seed>`` (resumed if there), then writes
 ``WORKDIR/report.md`` / ``report.json`` with every figure of Section 4 and the
@@ -36,6 +36,8 @@ flags.DEFINE_string("dataset", None, "a bort_jax.data name: mnist, cifar10, "
 flags.DEFINE_string("data_dir", None, "tfds data directory")
 flags.DEFINE_string("workdir", None, "where runs and the report go",
                     required=True)
+flags.DEFINE_list("models", list(MODELS), "Table 1 models to train: lenet, "
+                  "acnn_small")
 flags.DEFINE_integer("seeds", 1, "paired seeds per model and optimizer "
                      "(5 or more for verdicts)")
 flags.DEFINE_integer("seed", 0, "the first training seed")
@@ -61,9 +63,13 @@ def recipe_row(dataset: str, data_dir: str | None) -> str:
 
 def run_configs(f) -> dict:
   """``{run name: training config}``: Table 1's four runs × ``--seeds``."""
+  unknown = sorted(set(f.models) - set(MODELS))
+  if unknown or not f.models:
+    raise app.UsageError(f"--models={','.join(f.models)}: allowed are "
+                         f"{', '.join(MODELS)} (at least one)")
   row = recipe_row(f.dataset, f.data_dir)
   configs = {}
-  for model in MODELS:
+  for model in f.models:
     for optimizer in OPTIMIZERS:
       config = recipes.table1(row, model, optimizer)
       config.dataset, config.data_dir = f.dataset, f.data_dir
@@ -85,7 +91,7 @@ def recipe_lines(some, f) -> list[str]:
            f"{f.seeds} seed(s) per model and optimizer from seed {f.seed} "
            "(the paper reports one run); seed s of SGD and of Bort-S share "
            "initialisation and data order"]
-  if f.width != 1.0:
+  if f.width != 1.0 and "acnn_small" in f.models:
     lines.append(f"ACNN-Small width ×{f.width:g} (paper: ×1)")
   if f.num_train_steps > 0:
     lines.append(f"{f.num_train_steps} steps per run (overrides the 40 epochs)")
