@@ -15,6 +15,8 @@ batch 32; LeNet at full width, ACNN-Small x0.125 with the floor of 8), Bort-S,
 * ``diagnostics``: ``cache`` again with ``orthogonality_stats`` only at the
   last epoch (``diagnostics_every_epochs`` = the epochs) instead of every
   epoch (the report reads none of the per-epoch diagnostics);
+* ``explain_images``: ``report.build`` on one seed pair at each of
+  ``--image_counts`` explained images, wall and process CPU;
 * ``vmap``: the train step ``jax.vmap``-ed over the seeds (states and batches
   stacked), ``--steps`` steps, against the same number of single-seed steps
   run one after the other (steady state, compiles excluded): a vmapped loop
@@ -63,7 +65,8 @@ from bort_jax.train import step as step_lib
 from experiments import bench_goodput
 from experiments.configs import quickstart as quickstart_config
 
-PARTS = ("sequential", "cache", "processes", "vmap", "explain", "diagnostics")
+PARTS = ("sequential", "cache", "processes", "vmap", "explain", "diagnostics",
+         "explain_images")
 
 
 def run_config(model: str, seed: int, epochs: float, cache: str = "",
@@ -208,6 +211,34 @@ def explain(model, seeds, num_images: int) -> dict:
   return out
 
 
+def explain_images(model, counts) -> dict:
+  """Wall and process-CPU seconds of ``report.build`` on one seed pair at
+  each number of explained images in ``counts`` (JAX's caches cleared)."""
+  from bort_jax.report.build import build
+
+  out = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    configs = {}
+    for opt in ("sgd", "bort_sgd"):
+      c = pipeline.run_config(quickstart_config.get_config(), model, opt)
+      c.num_train_steps, c.progress = 2, False
+      configs[pipeline.run_name(model, opt, 0)] = c
+    run_dirs, _ = pipeline.train_runs(configs, os.path.join(tmp, "runs"))
+    for count in counts:
+      ecfg = pipeline.explain_config()
+      ecfg.num_images = count
+      jax.clear_caches()
+      start, cpu = time.perf_counter(), time.process_time()
+      build(run_dirs, os.path.join(tmp, "out"), ecfg, title="bench",
+            command="bench", progress=False)
+      out[count] = {"wall_s": time.perf_counter() - start,
+                    "cpu_s": time.process_time() - cpu}
+      print(f"{model} explain, one pair, {count} images: wall "
+            f"{out[count]['wall_s']:.1f} s, CPU {out[count]['cpu_s']:.1f} s",
+            flush=True)
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--models", default="lenet,acnn_small_mnist")
@@ -216,6 +247,8 @@ def main(argv=None):
   parser.add_argument("--processes", type=int, default=2)
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--num_images", type=int, default=64)
+  parser.add_argument("--image_counts", default="16,64",
+                      help="explain_images: numbers of explained images")
   parser.add_argument("--parts", default=",".join(PARTS))
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
@@ -240,6 +273,9 @@ def main(argv=None):
     if "diagnostics" in parts:
       found["diagnostics_last_only"] = sequential(
           model, args.seeds, args.epochs, True, max(int(args.epochs), 1))
+    if "explain_images" in parts:
+      found["explain_images"] = explain_images(
+          model, [int(c) for c in args.image_counts.split(",")])
     if "explain" in parts:
       found["explain"] = explain(model, args.seeds, args.num_images)
     base = found.get("sequential", {}).get("wall_s")
