@@ -1,4 +1,4 @@
-"""Train a config of experiments/configs on 1 device, N devices or N hosts.
+r"""Train a config of experiments/configs on 1 device, N devices or N hosts.
 
   python -m experiments.train --config experiments/configs/<name>.py \
       --workdir DIR [--config.key=value ...] [--allow_config_change]
@@ -16,7 +16,9 @@ steps from DIR instead of compiling them again.
 SIGINT/SIGTERM save a checkpoint at the next step and exit with status 75
 (EX_TEMPFAIL: run the command again to resume); a second run on a busy
 workdir, a changed config without ``--allow_config_change`` and a diverged
-run exit with status 1 and a message.
+run exit with status 1 and a message. A bad flag or config key exits with
+status 2 and one line. Third-party INFO logs (orbax, jax) are off unless
+``--verbosity=0``.
 """
 
 import ast
@@ -26,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bort_jax.train import schema
+from experiments import _cli
 
 # Keys of these sub-dicts are added after parsing (config_flags can only
 # override keys the config already has).
@@ -104,5 +107,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(
-      split_open_overrides(argv)[1]))
+  _cli.run(main, parse=lambda argv: flags.FLAGS(split_open_overrides(argv)[1]))
