@@ -16,6 +16,7 @@ compilation notes), 1 DEBUG.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Callable, Sequence
 
@@ -26,7 +27,11 @@ _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 def set_verbosity(verbosity: int) -> None:
   """Routes Python and absl logging through absl's handler at ``verbosity``
   (absl levels: -1 warning, 0 info, 1 debug)."""
-  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  try:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  except ImportError:  # a benchmark on a machine without absl (no orbax)
+    logging.basicConfig(level=logging.WARNING - 10 * (verbosity + 1))
+    return
   absl_logging.use_absl_handler()
   absl_logging.set_verbosity(verbosity)
 
@@ -84,6 +89,14 @@ def run(main: Callable[[list[str]], int | None],
       # A flag absl or a config override rejects (unknown key, bad value,
       # missing config file): one line, not a traceback.
       _fail(prog, _one_line(e, argv))
+    for name in list(flags.FLAGS):
+      # ml_collections defers a config file it could not load until the
+      # config is read; read it here.
+      if type(flags.FLAGS[name].value).__name__ == "_ErrorConfig":
+        try:
+          flags.FLAGS[name].value["?"]  # raises the load error
+        except OSError as e:
+          _fail(prog, f"--{name}: {_one_line(e.__cause__ or e)}")
     if flags.FLAGS["verbosity"].using_default_value:
       flags.FLAGS.verbosity = QUIET  # absl would raise it to INFO
     return rest
@@ -92,7 +105,7 @@ def run(main: Callable[[list[str]], int | None],
     try:
       return main(argv)
     except app.UsageError as e:
-      _fail(prog, _one_line(e), e.exitcode or 2)
+      _fail(prog, _one_line(e))
 
   app.run(checked_main, flags_parser=flags_parser)
 

@@ -60,7 +60,10 @@ def split_open_overrides(argv):
   return overrides, rest
 
 
-_OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+try:
+  _OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+except app.UsageError:  # reported in one line when the flags are parsed
+  _OPEN_OVERRIDES, _ARGV = [], sys.argv
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().",
     lock_config=False,  # the schema locks itself, leaving OPEN_DICTS open
@@ -90,6 +93,10 @@ def main(argv):
   config = _CONFIG.value
   for name, key, value in _OPEN_OVERRIDES:
     config[name][key] = value
+  try:
+    schema.check_config(config)  # a bad value is a usage error, not a trace
+  except ValueError as e:
+    raise app.UsageError(f"--config: {e}") from e
   if _DISTRIBUTED.value or _COORDINATOR.value:
     train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                  _PROCESS_ID.value)

@@ -77,6 +77,7 @@ def test_a_config_typo_a_bad_value_and_an_unknown_flag_are_one_line_and_status_2
   cases = {"--config.lamm=0.1": "unknown config key 'lamm' in "
                                 "--config.lamm=0.1: Did you mean \"lam\"",
            "--config.lam=abc": "could not convert string to float: 'abc'",
+           "--config.lam=-1": "--config: lam=-1.0 must be >= 0.",
            "--workdirr=x": "Unknown command line flag 'workdirr'"}
   processes = {bad: subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
