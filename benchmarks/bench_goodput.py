@@ -61,6 +61,7 @@ import time
 
 import jax
 
+from benchmarks import timing
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop as loop_lib
 from bort_jax.train import metrics as metrics_lib
@@ -168,9 +169,8 @@ def hooks(clock: Clock, step_sync: bool = True):
 def run(config, workdir, step_sync: bool = True) -> dict:
   clock = Clock()
   with hooks(clock, step_sync):
-    start = time.perf_counter()
-    final = loop_lib.train_and_evaluate(config, workdir)
-    total = time.perf_counter() - start
+    total, final = timing.timed(
+        lambda: loop_lib.train_and_evaluate(config, workdir))
   seconds = dict(clock.seconds, compile=clock.loop_compile_seconds)
   seconds["other"] = total - sum(v for k, v in seconds.items() if k != "other")
   return {"total_s": total, "seconds": seconds,
