@@ -21,6 +21,8 @@ import sys
 from typing import Callable, Sequence
 
 QUIET = -1  # absl's WARNING level
+VERBOSITY_HELP = ("log level of absl, jax, orbax: -1 warnings, 0 info, "
+                  "1 debug")
 _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
@@ -78,6 +80,9 @@ def run(main: Callable[[list[str]], int | None],
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   prog = _prog()
+  verbosity = flags.FLAGS["verbosity"]
+  verbosity.help = VERBOSITY_HELP  # absl's own text promises INFO by default
+  flags.FLAGS.register_key_flag_for_module(sys.argv[0], verbosity)  # --help
 
   def flags_parser(argv):
     argv = ["--help" if a == "-h" else a for a in argv]
@@ -125,8 +130,7 @@ class ArgumentParser(argparse.ArgumentParser):
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      **kwargs)
     self.add_argument("--verbosity", type=int, default=QUIET,
-                      help="log level of absl, jax, orbax: -1 warnings, "
-                           "0 info, 1 debug (default: %(default)s)")
+                      help=VERBOSITY_HELP + " (default: %(default)s)")
 
   def error(self, message):
     _fail(self.prog, message)
