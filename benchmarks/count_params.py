@@ -65,7 +65,8 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=None,
                       help="also write the table here (docs/models.md)")
   args = parser.parse_args(argv)
-  text = ("## Model sizes\n\nWritten by `python -m benchmarks.count_params`; "
+  text = ("## Model sizes\n\nWritten by `python -m benchmarks.count_params "
+          "--out docs/models.md`; "
           "counts from `nnx.eval_shape`, no weights allocated. \"Bort kernels\": "
           "leaves selected by `bort_jax.default_mask` (conv, dense, attention, "
           "patch-embedding kernels).\n\n" + table())
