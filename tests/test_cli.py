@@ -20,15 +20,16 @@ ARGPARSE_MAINS = sorted(
     f"{folder}.{path.stem}" for folder in ("benchmarks", "studies")
     for path in (REPO / folder).glob("*.py")
     if "def main(" in path.read_text())
-# absl's log line prefix: severity, date, time, thread, file:line].
-ABSL_INFO = re.compile(r"^I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]", re.M)
+# An INFO line: absl's prefix (severity, date, time, thread, file:line]) or
+# Python logging's default format.
+INFO_LINE = re.compile(r"^(I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]|INFO:)",
+                       re.M)
 
 
-def _run(*args, **kwargs):
+def _run(*args):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
-  return subprocess.run([sys.executable, "-m", *args], cwd=kwargs.pop(
-      "cwd", REPO), env=env, capture_output=True, text=True, timeout=300,
-                        **kwargs)
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
 
 
 def _purpose(module: str) -> str:
@@ -97,9 +98,9 @@ def test_a_one_epoch_train_run_prints_no_info_line_unless_asked(tmp_path):
           "--config.model_overrides.width_multiplier=0.25"]
   quiet = _run("experiments.train", *tiny)
   assert quiet.returncode == 0, quiet.stderr[-2000:]
-  assert not ABSL_INFO.search(quiet.stdout + quiet.stderr), quiet.stderr[:2000]
+  assert not INFO_LINE.search(quiet.stdout + quiet.stderr), quiet.stderr[:2000]
   assert "'top1'" in quiet.stdout  # the summary is still printed
   # Resuming the finished run: orbax restores (and logs it) at verbosity 0.
   loud = _run("experiments.train", *tiny, "--verbosity=0")
   assert loud.returncode == 0, loud.stderr[-2000:]
-  assert ABSL_INFO.search(loud.stderr), loud.stderr[:2000]
+  assert INFO_LINE.search(loud.stderr), loud.stderr[:2000]
