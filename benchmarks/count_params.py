@@ -2,11 +2,12 @@
 size and class count, without allocating weights (``nnx.eval_shape``).
 
 Prints a markdown table (all parameters; the kernels Bort's default mask
-selects) and, with ``--out``, writes it to that file.
+selects) and, with ``--out``, writes it to that file below its hand-written part.
 
     python -m benchmarks.count_params [--out docs/models.md]
 """
 
+import os
 import sys
 
 import jax
@@ -72,8 +73,13 @@ def main(argv=None) -> None:
           "patch-embedding kernels).\n\n" + table())
   print(text)
   if args.out:
+    # The page's hand-written part, above this section, is kept.
+    kept = ""
+    if os.path.exists(args.out):
+      with open(args.out) as f:
+        kept = f.read().partition("## Model sizes")[0]
     with open(args.out, "w") as f:
-      f.write(text)
+      f.write(kept + text)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU benchmark (BENCHMARKS.md) in one device call, results under $OUT.
+# Every GPU measurement (mixed precision, goodput, input pipeline) in one
+# device call, results under $OUT.
 #
 #   bash benchmarks/gpu_session.sh prepare            # here, once: the wheels
 #   bash benchmarks/gpu_session.sh [run] [PART...]    # on the GPU (all parts,
