@@ -115,6 +115,14 @@ def run(main: Callable[[list[str]], int | None],
   app.run(checked_main, flags_parser=flags_parser)
 
 
+def print_and_write(text: str, out: str | None) -> None:
+  """Prints a script's markdown and, with ``--out``, writes it there too."""
+  print(text)
+  if out:
+    with open(out, "w", encoding="utf-8") as f:
+      f.write(text)
+
+
 class ArgumentParser(argparse.ArgumentParser):
   """argparse for benchmarks and studies: the module docstring as help, a
   one-line error (exit 2) for a bad option, and ``--verbosity``.

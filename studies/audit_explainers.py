@@ -269,10 +269,7 @@ def main(argv=None):
   text = markdown(results, ecfg, " ".join(
       ["python -m studies.audit_explainers",
        *(sys.argv[1:] if argv is None else argv)]))
-  print(text)
-  if args.out:
-    with open(args.out, "w", encoding="utf-8") as f:
-      f.write(text)
+  _cli.print_and_write(text, args.out)
 
 
 if __name__ == "__main__":

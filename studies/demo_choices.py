@@ -75,10 +75,7 @@ def main(argv=None):
     with open(path, encoding="utf-8") as f:
       reports[label] = json.load(f)
   text = choices_table(reports)
-  print(text)
-  if args.out:
-    with open(args.out, "w", encoding="utf-8") as f:
-      f.write(text)
+  _cli.print_and_write(text, args.out)
 
 
 if __name__ == "__main__":
