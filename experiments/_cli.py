@@ -116,11 +116,11 @@ def run(main: Callable[[list[str]], int | None],
 
 
 def print_and_write(text: str, out: str | None) -> None:
-  """Prints a script's markdown and, with ``--out``, writes it there too."""
-  print(text)
+  """Writes a script's markdown to ``out`` (if given), then prints it."""
   if out:
     with open(out, "w", encoding="utf-8") as f:
       f.write(text)
+  print(text)
 
 
 class ArgumentParser(argparse.ArgumentParser):
