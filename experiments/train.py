@@ -88,18 +88,21 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from bort_jax import train  # after flag parsing: JAX starts here
+  # After flag parsing: JAX starts here.
+  from bort_jax import train  # pylint: disable=g-import-not-at-top
+  from bort_jax.train import optimizers  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   for name, key, value in _OPEN_OVERRIDES:
     config[name][key] = value
-  try:
-    schema.check_config(config)  # a bad value is a usage error, not a trace
-  except ValueError as e:
-    raise app.UsageError(f"--config: {e}") from e
   if _DISTRIBUTED.value or _COORDINATOR.value:
     train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                  _PROCESS_ID.value)
+  try:  # a bad value is a usage error, not a traceback
+    schema.check_config(config)
+    optimizers.create_optimizer(config, config.learning_rate)  # names, modes
+  except ValueError as e:
+    raise app.UsageError(f"--config: {e}") from e
   try:
     final = train.train_and_evaluate(
         config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)

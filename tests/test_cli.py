@@ -72,13 +72,15 @@ def test_a_bad_benchmark_flag_is_one_line_and_status_2(capsys):
   assert err.count("\n") == 1 and "unrecognized arguments: --stepz=3" in err
 
 
-def test_a_config_typo_and_a_bad_value_are_one_line_and_status_2(tmp_path):
+def test_a_config_typo_and_bad_values_are_one_line_and_status_2(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
   # A key config_flags rejects while parsing (as are unknown flags and
-  # unparsable values), and a value the training schema rejects afterwards.
+  # unparsable values), a value the training schema rejects afterwards, and
+  # one only the optimizer checks.
   cases = {"--config.lamm=0.1": "unknown config key 'lamm' in "
                                 "--config.lamm=0.1: Did you mean \"lam\"",
-           "--config.lam=-1": "--config: lam=-1.0 must be >= 0."}
+           "--config.lam=-1": "--config: lam=-1.0 must be >= 0.",
+           "--config.bort_mode=l3": "--config: Unknown Bort mode 'l3'"}
   processes = {bad: subprocess.Popen(
       [sys.executable, "-m", "experiments.train", f"--config={CONFIG}",
        f"--workdir={tmp_path}", bad], cwd=REPO, env=env, text=True,
