@@ -12,6 +12,10 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 ``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``, plus
 ``explain_layer`` (the layer the paper explains from) and
 ``top_activation(layer)`` (how a layer follows from the previous one).
+
+``load_pretrained(name, path)`` / ``export_pretrained(name, model)`` move
+torchvision (``resnet50``, ``vgg16``) and timm (``deit_small``,
+``swin_small``) checkpoints in and out (:mod:`bort_jax.models.pretrained`).
 """
 
 from typing import Callable
@@ -21,6 +25,7 @@ from flax import nnx
 
 from bort_jax.models import acnn, common, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
+from bort_jax.models.pretrained import export_pretrained, load_pretrained
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
     "lenet": lenet.lenet,
@@ -63,4 +68,5 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   return model
 
 
-__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create"]
+__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create",
+           "export_pretrained", "load_pretrained"]
