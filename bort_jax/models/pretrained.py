@@ -290,7 +290,7 @@ def read_state_dict(path: PathOrState) -> StateDict:
 
   Args:
     path: a ``.safetensors`` file (read with the ``safetensors`` package, no
-      torch needed), a ``.pth``/``.pt``/``.bin`` file (a torch pickle: needs
+      torch needed; bfloat16 tensors become float32), a ``.pth``/``.pt``/``.bin`` file (a torch pickle: needs
       torch), or a mapping of names to arrays or torch tensors. A top-level
       ``"model"`` or ``"state_dict"`` entry holding the tensors is unwrapped.
 
@@ -317,7 +317,14 @@ def read_state_dict(path: PathOrState) -> StateDict:
         raise ImportError(
             f"reading {path!r} needs the safetensors package: pip install "
             "safetensors (or bort_jax[pretrained]).") from error
-      state = load_file(path)
+      try:
+        state = load_file(path)
+      except TypeError as error:  # bfloat16: numpy has no such dtype, JAX has
+        if "bfloat16" not in str(error):
+          raise
+        from safetensors.flax import load_file as load_jax_arrays
+        state = {k: np.asarray(v.astype(jnp.float32) if v.dtype == jnp.bfloat16
+                               else v) for k, v in load_jax_arrays(path).items()}
     elif suffix in (".pth", ".pt", ".bin"):
       try:  # optional, so not an import statement (tests/test_packaging.py)
         torch = importlib.import_module("torch")
