@@ -498,8 +498,8 @@ def export_pretrained(name: str, model: nnx.Module) -> StateDict:
     model: a model from ``models.create(name, ...)`` or ``load_pretrained``.
 
   Returns:
-    ``{torch name: numpy array}``, C-contiguous (ready for
-    ``safetensors.numpy.save_file``).
+    ``{torch name: numpy array}``, writable and C-contiguous (ready for
+    ``torch.from_numpy`` and ``safetensors.numpy.save_file``).
 
   Examples:
     >>> from flax import nnx
@@ -514,7 +514,7 @@ def export_pretrained(name: str, model: nnx.Module) -> StateDict:
   state = {}
   for tensor in tensors:
     values = [np.asarray(_variable(model, t).get_value()) for t in tensor.targets]
-    state[tensor.name] = np.ascontiguousarray(tensor.to_torch(*values))
+    state[tensor.name] = np.array(tensor.to_torch(*values), order="C")  # writable
     if tensor.name.endswith(".running_var"):  # torch's order
       state[tensor.name.rsplit(".", 1)[0] + ".num_batches_tracked"] = np.zeros(
           (), np.int64)
