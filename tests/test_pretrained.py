@@ -144,6 +144,14 @@ def test_new_head_is_initialised_and_said_so():
   with warnings.catch_warnings():
     warnings.simplefilter("error")  # the checkpoint's own head: no warning
     models.load_pretrained("resnet50", state, num_classes=1000)
+  # A headless checkpoint needs num_classes; half a head is an error.
+  headless = {k: v for k, v in state.items() if not k.startswith("fc.")}
+  with pytest.raises(ValueError, match="missing its head 'fc.weight'"):
+    models.load_pretrained("resnet50", headless)
+  with pytest.warns(UserWarning, match="new 10-class head"):
+    models.load_pretrained("resnet50", headless, num_classes=10)
+  with pytest.raises(ValueError, match=r"missing 1 tensor\(s\): fc\.bias\."):
+    models.load_pretrained("resnet50", {**headless, "fc.weight": state["fc.weight"]})
 
 
 def test_pth_without_torch_says_what_to_do(tmp_path, monkeypatch):

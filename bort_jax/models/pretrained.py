@@ -367,9 +367,10 @@ def _weights(model: nnx.Module) -> dict[str, nnx.Variable]:
 
 
 def _check_names(name: str, state: StateDict, tensors: list[_Tensor],
-                 optional: set[str]) -> None:
+                 optional: set[str], headless: bool) -> None:
   expected = {t.name for t in tensors}
-  missing = [t.name for t in tensors if t.name not in state and not t.head]
+  missing = [t.name for t in tensors
+             if t.name not in state and not (t.head and headless)]
   unexpected = sorted(set(state) - expected - optional)
   if missing or unexpected:
     parts = []
@@ -447,7 +448,8 @@ def load_pretrained(name: str, path: PathOrState, *,
   buffers = _swin_buffers(model) if name == "swin_small" else {}
   batch_counts = {t.name.rsplit(".", 1)[0] + ".num_batches_tracked"
                   for t in tensors if t.name.endswith(".running_mean")}
-  _check_names(name, state, tensors, set(buffers) | batch_counts)
+  _check_names(name, state, tensors, set(buffers) | batch_counts,
+               headless=checkpoint_classes is None)
   for buffer, ours in buffers.items():
     if buffer in state:
       _check_buffer(buffer, state[buffer], ours)
