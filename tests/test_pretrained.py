@@ -62,8 +62,7 @@ def _params(model):
 def _max_relative_error(name) -> float:
   _, _, x, reference = _fixture(name)
   with jax.default_matmul_precision("highest"):
-    logits = np.asarray(nnx.jit(lambda model, x: model(x))(
-        _loaded(name), jnp.asarray(x.transpose(0, 2, 3, 1))))
+    logits = np.asarray(models.logits(_loaded(name), x.transpose(0, 2, 3, 1)))
   assert logits.shape == reference.shape
   return float(np.abs(logits - reference).max() / np.abs(reference).max())
 
