@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common, swin, transformer, vgg
 
 StateDict = dict[str, np.ndarray]
@@ -438,7 +439,7 @@ def load_pretrained(name: str, path: PathOrState, *,
   else:
     checkpoint_classes = None
   classes = checkpoint_classes if num_classes is None else num_classes
-  classes = common.check_positive_int("num_classes", classes)
+  classes = validate.check_positive_int("num_classes", classes)
   new_head = classes != checkpoint_classes
 
   # Built abstractly (no random init of what the checkpoint replaces).
