@@ -7,7 +7,6 @@ so torch is no test dependency.
 """
 
 import functools
-import os
 import sys
 import warnings
 
@@ -17,15 +16,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import pretrained_fixtures
 from bort_jax import models
 from bort_jax.models import pretrained
-
-sys.path.insert(0, os.path.dirname(__file__))
-import pretrained_fixtures  # noqa: E402
-
-SLOW = pytest.mark.skipif(
-    not os.environ.get("BORT_SLOW_TESTS"),
-    reason="Swin-S's forward at 224 px adds ~25 s on 2 shared cores: set BORT_SLOW_TESTS=1")
 
 
 @functools.cache
@@ -69,7 +62,8 @@ def _max_relative_error(name) -> float:
 
 @pytest.mark.parametrize("name", [
     "resnet50", "vgg16", "deit_small",
-    pytest.param("swin_small", marks=[pytest.mark.slow, SLOW])])
+    # ~15 s of the file's ~90 s on 2 loaded cores (4 s of CPU).
+    pytest.param("swin_small", marks=pytest.mark.slow)])
 def test_logits_match_the_original(name):
   # Eval mode, float32: the torch model's logits on the same weights and
   # images, to 1e-4 of the logits' scale (max |ours - torch| / max |torch|;
