@@ -14,12 +14,11 @@ when any part of the report failed (listed in the report).
 
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bort_jax.report import pipeline
+from experiments import _cli
 
 flags.DEFINE_string("workdir", None, "a run of experiments.train, or a folder "
                     "of runs", required=True)
@@ -30,11 +29,10 @@ _EXPLAIN = config_flags.DEFINE_config_dict("explain", pipeline.explain_config(),
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   return pipeline.explain_runs(
       flags.FLAGS.workdir, flags.FLAGS.out, _EXPLAIN.value,
       command="python -m experiments.explain " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -18,13 +18,12 @@ again to resume), as ``experiments.train``.
 import os
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bort_jax import report
 from bort_jax.report import pipeline
+from experiments import _cli
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "configs",
                               "quickstart.py")
@@ -37,7 +36,6 @@ flags.DEFINE_string("docs_dir", None, "also write DOCS_DIR/demo.md (the "
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   config, f = _CONFIG.value, flags.FLAGS
   labels = " vs ".join(report.OPTIMIZER_LABELS.get(o, o)
                        for o in config.optimizers)
@@ -50,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

@@ -21,11 +21,11 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bort_jax import data
 from bort_jax.report import pipeline
+from experiments import _cli
 from experiments.configs import recipes
 
 MODELS = ("lenet", "acnn_small")
@@ -100,7 +100,6 @@ def recipe_lines(some, f) -> list[str]:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   f = flags.FLAGS
   pipeline.check_seeds(f.seeds)
   configs = run_configs(f)
@@ -113,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _cli.run(main)

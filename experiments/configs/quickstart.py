@@ -19,7 +19,7 @@ Seeds, models and what fits (setting of 2026-12-07):
   1-seed demo took 213 s, train 119 s (2 LeNet runs of ~17 s, 2 ACNN-Small
   x0.125 runs of ~42 s at 40 epochs) and explain 95 s (4 runs, 16 images).
   Explain runs per run, so it grows with seeds too, and the report now
-  explains 64 images (experiments.bench_seeds measures the explain cost per
+  explains 64 images (benchmarks.bench_seeds measures the explain cost per
   seed pair at 64 images, BENCHMARKS.md). Ten ACNN-Small runs alone would
   train ~420 s at 40 epochs, and with their explain part leave no room for
   LeNet; ACNN-Small at ~10 epochs (~110 s for ten runs) would still add ten
@@ -50,12 +50,12 @@ same comparison from the config actually used (``paper_recipe`` vs ``train``):
   324: conv1's single unit has a Gram with no off-diagonal and conv2's three
   units leave Fig. 3a's unit bootstrap almost nothing to resample. The floor
   widens only those two cheap layers: +3 to +7 % per train step
-  (experiments.bench_demo_width, BENCHMARKS.md). LeNet keeps its full width.
+  (BENCHMARKS.md, measured at b123492). LeNet keeps its full width.
 - explainers on 64 test images (figures show 6); Table 1's claim uses all
   360 test images; RISE with 500 masks; IG, GuidedIG and XRAI's inner IG 32
   steps; deletion/insertion 28 pixels per step (28 steps); k = 16 salient
   channels (LeNet's conv2 has 16); 64 adversarial pairs (disjoint pairs of
-  test images; their cost is in BENCHMARKS.md, experiments.bench_report).
+  test images; their cost is in BENCHMARKS.md, BENCHMARKS.md).
 """
 
 import ml_collections
@@ -84,7 +84,7 @@ def train_config() -> ml_collections.ConfigDict:
   config.log_every_steps = 11
   # orthogonality_stats at the last epoch only: the report reads none of the
   # per-epoch ones, and each cost ~0.6 s on a loaded 2-core machine
-  # (experiments.bench_seeds --parts cache,diagnostics, BENCHMARKS.md).
+  # (benchmarks.bench_seeds --parts cache,diagnostics, BENCHMARKS.md).
   config.diagnostics_every_epochs = 40
   return config
 

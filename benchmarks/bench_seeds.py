@@ -30,20 +30,19 @@ batch 32; LeNet at full width, ACNN-Small x0.125 with the floor of 8), Bort-S,
   ``(all - one) / (seeds - 1)``;
 
 and, from the ``sequential`` runs, the share of evaluation and diagnostics in
-a run (``experiments.bench_goodput``'s split): what evaluating or measuring
+a run (``benchmarks.bench_goodput``'s split): what evaluating or measuring
 less often could save at most.
 
 Wall times on a shared machine: ratios are against ``sequential`` measured in
 the same run; the load average is printed.
 
-    python -m experiments.bench_seeds [--models lenet,acnn_small_mnist]
+    python -m benchmarks.bench_seeds [--models lenet,acnn_small_mnist]
         [--seeds 3] [--epochs 2] [--processes 2] [--steps 20]
         [--parts sequential,cache,processes,vmap] [--json out.json]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -62,7 +61,8 @@ from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
 from bort_jax.train import state as state_lib
 from bort_jax.train import step as step_lib
-from experiments import bench_goodput
+from benchmarks import bench_goodput
+from experiments import _cli
 from experiments.configs import quickstart as quickstart_config
 
 PARTS = ("sequential", "cache", "processes", "vmap", "explain", "diagnostics",
@@ -98,7 +98,7 @@ def sequential(model, seeds, epochs, cache: bool,
 
 _CHILD = """
 import sys, json
-from experiments.bench_seeds import run_config
+from benchmarks.bench_seeds import run_config
 from bort_jax.report import pipeline
 model, epochs, cache, workdir = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 seeds = json.loads(sys.argv[5])
@@ -240,7 +240,7 @@ def explain_images(model, counts) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--models", default="lenet,acnn_small_mnist")
   parser.add_argument("--seeds", type=int, default=3)
   parser.add_argument("--epochs", type=float, default=2.0)
