@@ -10,7 +10,7 @@ Trains every model of ``config.models`` with every optimizer of
 resumed if already there), then writes the report with the paper's claims
 checked (``WORKDIR/report.md``, ``report.json``, figures). ``--docs_dir``
 also writes the README's demo section (``DOCS_DIR/demo.md``, ending with
-``DOCS_DIR/demo_choices.md`` when ``experiments.demo_choices`` wrote one) and
+``DOCS_DIR/demo_choices.md`` when ``studies.demo_choices`` wrote one) and
 three of its figures. SIGINT/SIGTERM exit with status 75 (run the same command
 again to resume), as ``experiments.train``.
 """

@@ -11,7 +11,7 @@ differs within a pair. Each run has its own workdir
 The runs of one pipeline are trained one after the other in this process and
 share a persistent compilation cache (``WORKDIR/compile_cache``): the steps of
 a (model, optimizer) are compiled once and loaded from the cache by its other
-seeds (``experiments/bench_seeds.py`` measures this against the other ways of
+seeds (``benchmarks/bench_seeds.py`` measures this against the other ways of
 running seeds; BENCHMARKS.md).
 """
 
@@ -231,7 +231,7 @@ def write_docs(results: dict, workdir: str, docs_dir: str) -> str:
                     os.path.join(docs_dir, "figures", f"demo_{source}"))
     embedded[f"{model['label']}: {what}"] = f"figures/demo_{source}"
   snippet = markdown.demo_snippet(results, embedded)
-  choices = os.path.join(docs_dir, "demo_choices.md")  # experiments.demo_choices
+  choices = os.path.join(docs_dir, "demo_choices.md")  # studies.demo_choices
   if os.path.isfile(choices):
     with open(choices, encoding="utf-8") as f:
       snippet += "\n" + f.read()
