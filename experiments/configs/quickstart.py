@@ -9,30 +9,38 @@ The one place of the demo's settings (issue 19): they were fixed from cost
 measurements, before any verdict under them was seen; a later change is logged
 in docs/demo_choices.md with the verdicts before and after.
 
-Seeds, models and what fits (setting of 2026-12-07):
+Seeds, models, epochs and what fits (setting of 2026-12-07):
 
 - 5 seeds per optimizer (``seeds``): the fewest the report accepts for a
   verdict other than "too few runs". Seed s of SGD and of Bort-S share
   initialisation and data order (``bort_jax.report.pipeline``).
-- LeNet only (``models``). ``make demo`` must finish in 12 minutes on 2 cores
-  with its venv (~40 s). Measured on a quiet machine before this change: the
-  1-seed demo took 213 s, train 119 s (2 LeNet runs of ~17 s, 2 ACNN-Small
-  x0.125 runs of ~42 s at 40 epochs) and explain 95 s (4 runs, 16 images).
-  Explain runs per run, so it grows with seeds too, and the report now
-  explains 64 images (benchmarks.bench_seeds measures the explain cost per
-  seed pair at 64 images, BENCHMARKS.md). Ten ACNN-Small runs alone would
-  train ~420 s at 40 epochs, and with their explain part leave no room for
-  LeNet; ACNN-Small at ~10 epochs (~110 s for ten runs) would still add ten
-  runs of explain and is a worse recipe (docs/demo_choices.md: Bort-S trails
-  SGD at 12 epochs). LeNet at the paper's width and epochs is the closest
-  setting to one row of Table 1 that fits: estimated ~155 s of training
-  (10 runs, the first of each optimizer compiling, the others loading the
-  compiled steps from the shared cache) plus the explain part.
+- ``make demo`` must finish in 12 minutes (720 s) on 2 cores with its venv
+  (41 s). Costs measured before this choice (BENCHMARKS.md, "Seeds"): the
+  1-seed demo took 213 s on a quiet machine (train 119 s: 2 LeNet runs of
+  ~17 s and 2 ACNN-Small x0.125 runs of ~42 s at 40 epochs; explain 95 s for
+  4 runs at 16 images). Explaining runs per run and per image: one LeNet
+  seed pair took 32.6 s CPU at 16 images and 111.5 s at 64
+  (benchmarks.bench_seeds --parts explain_images), of which fig5's saliency
+  maps (~21 s per run) and Table 3's deletion/insertion (~25 s per run) are
+  nearly all; the old demo's explain CPU matches its quiet wall time, so CPU
+  seconds are taken as quiet wall seconds. Ten LeNet runs explained at 64
+  images: ~490 s; ten ACNN-Small runs would add more than that again, so
+  **LeNet only** (``models``).
+- **20 epochs** (``train.num_epochs``; the paper: 40). Ten LeNet runs train
+  in about 10 x (0.33 s x E + ~0.4 s of evaluation) + ~25 s of compiling
+  (the first run of each optimizer; the others load the shared compilation
+  cache): ~170 s at 40 epochs, ~100 s at 20. Estimated whole ``make demo``
+  on a quiet 2-core machine: 41 + ~10 start-up + ~100 train + ~490 explain
+  + ~10 report ≈ 650 s at 20 epochs (~10.8 min), ≈ 720 s at 40 (no margin).
 - What this costs in fidelity: no ACNN-Small, so no CAM (LeNet has no
   global-pool head) and Fig. 3-6 on a 2-conv network (6 and 16 channels)
-  instead of the paper's 5-conv one; the claims are about LeNet on digits.
-  ``--config.models="('lenet', 'acnn_small_mnist')"`` adds ACNN-Small
-  x0.125 (floor 8) back, at about 3x the time.
+  instead of the paper's 5-conv one; the claims are about LeNet on digits;
+  half the paper's epochs (880 steps of batch 32 per run). Bort-S converges
+  more slowly early on, so a shorter run can show an accuracy gap that is
+  about the length of training, not about Bort (``curves`` shows it).
+  ``--config.models="('lenet', 'acnn_small_mnist')"`` adds ACNN-Small x0.125
+  (floor 8) back and ``--config.train.num_epochs=40`` restores the paper's
+  epochs, past the 12 minutes.
 
 Table 1 recipe (Section 4.1.1) and what changes here; the report prints the
 same comparison from the config actually used (``paper_recipe`` vs ``train``):
@@ -41,9 +49,7 @@ same comparison from the config actually used (``paper_recipe`` vs ``train``):
   augmentation; no momentum (the paper states none): unchanged.
 - dataset MNIST (60 000 images) -> digits (1 437 training images).
 - batch size 256 -> 32, so one epoch of digits is 44 steps instead of 5.
-- epochs: the paper's 40 (1 760 steps per run; 9 360 on MNIST). Bort-S
-  converges more slowly early on, so a short demo measured an accuracy gap
-  that is about the demo's length, not about Bort (``curves`` shows it).
+- epochs: 40 -> 20 (880 steps per run; 9 360 on MNIST at 40 epochs).
 - ACNN-Small, when added back: width x1 -> x0.125 with a floor of 8 channels
   (``min_channels=8``): conv1..conv5 get 8, 8, 36, 108, 324 channels instead
   of 8, 24, 288, 864, 2592. Without the floor, x0.125 gives 1, 3, 36, 108,
@@ -80,12 +86,13 @@ def train_config() -> ml_collections.ConfigDict:
   config = recipes.table1("digits", "lenet", "bort_sgd")
   config.batch_size = 32
   config.eval_batch_size = 120
-  config.num_epochs = 40.0
+  config.num_epochs = 20.0
   config.log_every_steps = 11
-  # orthogonality_stats at the last epoch only: the report reads none of the
+  # orthogonality_stats at the last epoch only (every 1000th epoch and the
+  # last: any demo length is shorter): the report reads none of the
   # per-epoch ones, and each cost ~0.6 s on a loaded 2-core machine
   # (benchmarks.bench_seeds --parts cache,diagnostics, BENCHMARKS.md).
-  config.diagnostics_every_epochs = 40
+  config.diagnostics_every_epochs = 1000
   return config
 
 
