@@ -99,7 +99,7 @@ def explain_config() -> ml_collections.ConfigDict:
 def claims_config() -> ml_collections.ConfigDict:
   """Each claim's margin (Table 1) or minimum effect (every other claim).
 
-  Fixed on 2026-12-07 at 02:40 UTC, before any verdict was computed with
+  Fixed on 2026-12-07 at 02:18 UTC, before any verdict was computed with
   them (docs/demo_choices.md logs them). A difference counts as support only
   when its whole interval lies beyond the threshold on the side the paper
   predicts, and contradicts when it lies wholly on the other side of it
