@@ -114,13 +114,41 @@ def test_split(config, batch_size: int):
                    image_size=config.get("image_size"))
 
 
-def test_images(config, num_images: int):
-  """The first ``num_images`` test images and labels, and the iterator."""
-  iterator = test_split(config, num_images)
-  batch = next(iter(iterator))
-  keep = np.asarray(batch["mask"]).astype(bool)
-  return (jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep]),
-          iterator)
+def gather_test_images(iterator, indices) -> np.ndarray:
+  """The test images at ``indices`` (positions in the split's fixed order),
+  in the order given, from one pass over ``iterator``."""
+  indices = np.asarray(indices, int)
+  found, start = {}, 0
+  wanted = set(indices.tolist())
+  for batch in iterator:
+    images = np.asarray(batch["image"])[np.asarray(batch["mask"]).astype(bool)]
+    for i in range(start, start + len(images)):
+      if i in wanted:
+        found[i] = images[i - start]
+    start += len(images)
+    if len(found) == len(wanted):
+      break
+  if len(found) != len(wanted):
+    raise ValueError(f"test indices {sorted(wanted - set(found))[:5]} are "
+                     f"beyond the {start} test images")
+  return np.stack([found[i] for i in indices.tolist()])
+
+
+def test_images(config, num_images: int, seed: int = 0):
+  """``num_images`` test images drawn at random without replacement (fixed
+  ``seed``) from the whole test split, their labels, and the iterator."""
+  iterator = test_split(config, 256)
+  total = int(iterator.num_examples)
+  if not 0 < num_images <= total:
+    raise ValueError(f"num_images must be in [1, {total}] (the test split); "
+                     f"got {num_images}")
+  indices = np.sort(np.random.default_rng([seed, 4]).choice(
+      total, num_images, replace=False))
+  labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])
+                                                  .astype(bool)]
+                           for b in iterator])
+  return (jnp.asarray(gather_test_images(iterator, indices)),
+          labels[indices], iterator)
 
 
 def dataset_summary(config, test_iterator) -> dict:
