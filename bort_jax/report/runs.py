@@ -116,7 +116,7 @@ def test_split(config, batch_size: int):
 
 def gather_test_images(iterator, indices) -> np.ndarray:
   """The test images at ``indices`` (positions in the split's fixed order),
-  in the order given, from one pass over ``iterator``."""
+  in the order given, from one pass over a fresh ``iterator``."""
   indices = np.asarray(indices, int)
   found, start = {}, 0
   wanted = set(indices.tolist())
@@ -147,8 +147,8 @@ def test_images(config, num_images: int, seed: int = 0):
   labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])
                                                   .astype(bool)]
                            for b in iterator])
-  return (jnp.asarray(gather_test_images(iterator, indices)),
-          labels[indices], iterator)
+  images = gather_test_images(test_split(config, 256), indices)
+  return jnp.asarray(images), labels[indices], iterator
 
 
 def dataset_summary(config, test_iterator) -> dict:
