@@ -430,3 +430,32 @@ def test_a_read_only_report_directory_fails_before_any_work(module, flag,
           "writable" in result.stderr), result.stderr[-2000:]
   assert "training" not in result.stdout
   assert list(read_only.iterdir()) == []
+
+
+def test_runs_are_compared_only_as_seed_pairs():
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from bort_jax.report.build import _unpaired_seeds  # pylint: disable=import-outside-toplevel
+  runs = lambda *seeds: [("d", None, ml_collections.ConfigDict({"seed": s}))
+                         for s in seeds]
+  assert _unpaired_seeds({"SGD": runs(0, 1, 2), "Bort-S": runs(0, 1, 2)}) == ""
+  assert _unpaired_seeds({"SGD": runs(0, 2, 1), "Bort-S": runs(0, 1, 2)}) == (
+      "the runs are not seed pairs: SGD seeds [0, 2, 1], Bort-S seeds "
+      "[0, 1, 2] (seed s of the baseline pairs with seed s of Bort)")
+  assert _unpaired_seeds({"SGD": runs(0, 1), "Bort-S": runs(0, 1, 2)}) == (
+      "2 SGD run(s) and 3 Bort-S run(s); seed pairs need one run of each "
+      "optimizer per seed")
+
+
+def test_explained_images_are_drawn_at_random_with_the_seed():
+  from bort_jax.report import runs  # pylint: disable=import-outside-toplevel
+  config = quickstart_config.train_config()
+  images, labels, _ = runs.test_images(config, 64, seed=0)
+  again, _, _ = runs.test_images(config, 64, seed=0)
+  other, _, _ = runs.test_images(config, 64, seed=1)
+  first = next(iter(runs.test_split(config, 64)))
+  assert images.shape[0] == 64 and len(labels) == 64
+  np.testing.assert_array_equal(images, again)
+  assert not np.array_equal(images, other)
+  assert not np.array_equal(images, first["image"])  # not the first ones
+  everything, _, _ = runs.test_images(config, 10_000, seed=0)
+  assert everything.shape[0] == 360  # the whole split when it is smaller

@@ -228,8 +228,9 @@ def build(run_dirs: Sequence[str], out_dir: str, ecfg, *, title: str,
                                      for _, _, c in rs}),
                     "explain": int(ecfg.seed)},
           "explain": {"images": f"{len(images)} test images drawn at random "
-                                f"(seed {int(ecfg.seed)}), {ecfg.num_show} "
-                                "shown",
+                                f"(seed {int(ecfg.seed)}) of "
+                                f"{int(test_iterator.num_examples)}, "
+                                f"{ecfg.num_show} shown",
                       **{k: v for k, v in ecfg.items()
                          if k not in ("num_images", "num_show", "seed",
                                       "claims")}},

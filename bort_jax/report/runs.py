@@ -136,12 +136,14 @@ def gather_test_images(iterator, indices) -> np.ndarray:
 
 def test_images(config, num_images: int, seed: int = 0):
   """``num_images`` test images drawn at random without replacement (fixed
-  ``seed``) from the whole test split, their labels, and the iterator."""
+  ``seed``) from the whole test split (all of them, in a random order's
+  sorted positions, when the split is smaller), their labels, and the
+  iterator."""
   iterator = test_split(config, 256)
   total = int(iterator.num_examples)
-  if not 0 < num_images <= total:
-    raise ValueError(f"num_images must be in [1, {total}] (the test split); "
-                     f"got {num_images}")
+  if num_images < 1:
+    raise ValueError(f"num_images must be ≥ 1; got {num_images}")
+  num_images = min(num_images, total)
   indices = np.sort(np.random.default_rng([seed, 4]).choice(
       total, num_images, replace=False))
   labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])
