@@ -532,7 +532,7 @@ def _adversarial_images(ctx):
     raise ValueError(f"no two test images of different classes among "
                      f"{len(labels)}: adversarial synthesis needs pairs of "
                      "two classes")
-  images = runs_lib.gather_test_images(
+  images, _ = runs_lib.gather_test_images(
       ctx.test_split(), np.concatenate([order[sources], order[targets]]))
   return images[:len(sources)], images[len(sources):]
 

@@ -114,43 +114,41 @@ def test_split(config, batch_size: int):
                    image_size=config.get("image_size"))
 
 
-def gather_test_images(iterator, indices) -> np.ndarray:
-  """The test images at ``indices`` (positions in the split's fixed order),
-  in the order given, from one pass over a fresh ``iterator``."""
+def gather_test_images(iterator, indices) -> tuple[np.ndarray, np.ndarray]:
+  """The test images and labels at ``indices`` (positions in the split's
+  fixed order), in the order given, from one pass over a fresh
+  ``iterator``."""
   indices = np.asarray(indices, int)
   found, start = {}, 0
   wanted = set(indices.tolist())
   for batch in iterator:
-    images = np.asarray(batch["image"])[np.asarray(batch["mask"]).astype(bool)]
-    for i in range(start, start + len(images)):
-      if i in wanted:
-        found[i] = images[i - start]
+    keep = np.asarray(batch["mask"]).astype(bool)
+    images, labels = np.asarray(batch["image"])[keep], np.asarray(
+        batch["label"])[keep]
+    for i in wanted.intersection(range(start, start + len(images))):
+      found[i] = images[i - start], labels[i - start]
     start += len(images)
     if len(found) == len(wanted):
       break
   if len(found) != len(wanted):
     raise ValueError(f"test indices {sorted(wanted - set(found))[:5]} are "
                      f"beyond the {start} test images")
-  return np.stack([found[i] for i in indices.tolist()])
+  return (np.stack([found[i][0] for i in indices.tolist()]),
+          np.array([found[i][1] for i in indices.tolist()]))
 
 
 def test_images(config, num_images: int, seed: int = 0):
   """``num_images`` test images drawn at random without replacement (fixed
-  ``seed``) from the whole test split (all of them, in a random order's
-  sorted positions, when the split is smaller), their labels, and the
-  iterator."""
+  ``seed``) from the whole test split (all of it when the split is
+  smaller), their labels, and an iterator over the split."""
   iterator = test_split(config, 256)
   total = int(iterator.num_examples)
   if num_images < 1:
     raise ValueError(f"num_images must be ≥ 1; got {num_images}")
-  num_images = min(num_images, total)
   indices = np.sort(np.random.default_rng([seed, 4]).choice(
-      total, num_images, replace=False))
-  labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])
-                                                  .astype(bool)]
-                           for b in iterator])
-  images = gather_test_images(test_split(config, 256), indices)
-  return jnp.asarray(images), labels[indices], iterator
+      total, min(num_images, total), replace=False))
+  images, labels = gather_test_images(iterator, indices)
+  return jnp.asarray(images), labels, test_split(config, 256)
 
 
 def dataset_summary(config, test_iterator) -> dict:
