@@ -140,6 +140,8 @@ def test_every_number_is_finite(demo):
   for path, value in values:
     if path.endswith("success rate (%)") and value is None:
       continue
+    if value is None and (".seeds." in path or path.endswith(".ci")):
+      continue  # one seed: no interval over seeds; too few images: unusable
     assert value is not None, f"null at {path}"
     if isinstance(value, float):
       assert math.isfinite(value), f"{path} = {value}"

@@ -535,7 +535,11 @@ class Difference:
     return (self.within.low, self.within.high) if self.within.usable else None
 
   def to_json(self, reading: str, p_contradict_holm: float) -> dict:
-    p_support, p_contradict = self.p
+    """The report.json entry; p-values and intervals that do not exist (one
+    seed pair; Holm's adjustment of a claim with too few runs) are null."""
+    finite = lambda x: x if np.isfinite(x) else None
+    p_support, p_contradict = map(finite, self.p)
+    p_contradict_holm = finite(p_contradict_holm)
     return {"name": self.name, "better": self.better,
             "threshold": self.threshold, "bort": self.bort,
             "baseline": self.baseline, "difference": self.difference,
