@@ -459,3 +459,13 @@ def test_explained_images_are_drawn_at_random_with_the_seed():
   assert not np.array_equal(images, first["image"])  # not the first ones
   everything, _, _ = runs.test_images(config, 10_000, seed=0)
   assert everything.shape[0] == 360  # the whole split when it is smaller
+
+
+def test_a_pipe_in_a_claim_does_not_break_the_claims_table():
+  results = {"claims": [{"id": "x", "claim": "mean |G_ii − 1| is lower",
+                         "verdict": "holds", "evidence": [], "missing": []}],
+             "verdict_rule": "r"}
+  (row,) = [line for line in report.claims_table(results)
+            if line.startswith("| `x`")]
+  assert row == ("| `x` | mean \\|G_ii − 1\\| is lower | none | **holds** | "
+                 "none |")

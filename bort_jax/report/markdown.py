@@ -61,9 +61,11 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |",
+  # A "|" inside a cell (e.g. |G_ii − 1|) would end the cell: escape it.
+  cell = lambda text: str(text).replace("|", "\\|")
+  lines = ["| " + " | ".join(map(cell, header)) + " |",
            "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
   return lines + [""]
 
 
