@@ -60,8 +60,7 @@ def bort_flops(params) -> float:
       jax.tree.leaves(dims, is_leaf=lambda x: isinstance(
           x, bort_jax.BortDimensionNumbers))):
     if selected:
-      out = int(np.prod(leaf.shape[leaf.ndim - dim.n_out_axes:]))
-      fan_in = leaf.size // out
+      fan_in, out = bort_jax.kernels.matrix_view(leaf, dim)[0].shape[-2:]
       total += 4.0 * min(out, fan_in) * out * fan_in
   return total
 
@@ -110,7 +109,7 @@ def bench(name: str, repeats: int, width: float = 1.0) -> dict:
   lr, lam, momentum, wd = 0.01, 0.1, 0.9, 1e-4
   sgd = optax.chain(optax.add_decayed_weights(wd, bort_jax.default_mask),
                     optax.sgd(lr, momentum=momentum))
-  bort = bort_jax.bort_sgd(lr, lam, momentum=momentum, weight_decay=wd)
+  bort = bort_jax.bort_sgd(lr, lam=lam, momentum=momentum, weight_decay=wd)
   t_sgd = time_update(sgd, params, repeats)
   t_bort = time_update(bort, params, repeats)
   t_stats = time_stats(params, repeats)

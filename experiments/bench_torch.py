@@ -187,7 +187,7 @@ def jax_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
   model = state_lib.create_model(config)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
-  tx = bort_jax.bort_sgd(config.learning_rate, config.lam,
+  tx = bort_jax.bort_sgd(config.learning_rate, lam=config.lam,
                          momentum=config.momentum,
                          weight_decay=config.weight_decay)
 

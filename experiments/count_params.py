@@ -8,6 +8,7 @@ selects) and writes it to ``--out``.
 """
 
 import argparse
+import os
 import sys
 
 import jax
@@ -71,8 +72,13 @@ def main(argv=None) -> None:
           "patch-embedding kernels).\n\n" + table())
   print(text)
   if args.out:
+    # The page's hand-written part, above this section, is kept.
+    kept = ""
+    if os.path.exists(args.out):
+      with open(args.out) as f:
+        kept = f.read().partition("## Model sizes")[0]
     with open(args.out, "w") as f:
-      f.write(text)
+      f.write(kept + text)
 
 
 if __name__ == "__main__":

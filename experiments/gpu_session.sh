@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 15 in one device call, results under $OUT.
+# Every GPU measurement (mixed precision, goodput, input pipeline) in one
+# device call, results under $OUT.
 #
 #   bash experiments/gpu_session.sh prepare            # here, once: the wheels
 #   bash experiments/gpu_session.sh [run] [PART...]    # on the GPU (all parts,
