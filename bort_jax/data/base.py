@@ -41,7 +41,7 @@ def check_labels(name, labels, num_classes, num_images=None):
   bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0) | (labels >= num_classes))
   if len(bad):
     i = int(bad[0])
-    raise ValueError(f"{name}: label {labels[i]!r} at index {i} ({len(bad)} bad in all); "
+    raise ValueError(f"{name}: label {labels[i].item()!r} at index {i} ({len(bad)} bad in all); "
                      f"labels must be integers in [0, {num_classes})")
   return labels.astype(np.int32)
 

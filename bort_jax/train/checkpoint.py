@@ -12,10 +12,12 @@ checkpoint; a checkpoint that cannot be read raises
 
 A state holding a NaN or an infinity is never written (:class:`DivergenceError`
 names the step), so every checkpoint on disk is finite. Each checkpoint
-records its metrics (``train_loss``: the mean loss of the steps since the
-previous log point, ``learning_rate``, and ``eval_loss`` at an epoch end);
-retention keeps the newest ``max_to_keep`` plus the best by ``train_loss``
-(orbax's ``LatestN`` and ``BestN`` preservation policies), so a run that
+records its metrics (``eval_batch_loss``: the saved state's loss on the first
+eval batch; ``train_loss``: the mean loss of the steps since the previous log
+point, each measured before its update; ``learning_rate``; ``eval_loss`` at
+an epoch end); retention keeps the newest ``max_to_keep`` plus the best by
+``eval_batch_loss`` (orbax's ``LatestN`` and ``BestN`` preservation
+policies), so a run that
 diverges slowly still has a good checkpoint to go back to
 (:meth:`Checkpointer.resolve` with ``"best"``).
 
@@ -57,20 +59,22 @@ class CheckpointSaveError(OSError):
   """A checkpoint could not be written (e.g. the disk is full)."""
 
 
+RANK_METRIC = "eval_batch_loss"
+
+
 def _rank(metrics) -> float:
   """The loss that orders checkpoints (lower is better)."""
-  loss = (metrics or {}).get("train_loss")
+  loss = (metrics or {}).get(RANK_METRIC)
   return float(loss) if isinstance(loss, (int, float)) and math.isfinite(
       loss) else math.inf
 
 
 def _describe_metrics(metrics: Optional[dict]) -> str:
-  if not metrics:
-    return "no loss recorded"
-  parts = [f"train loss {metrics['train_loss']:.4g}"]
-  if "eval_loss" in metrics:
-    parts.append(f"eval loss {metrics['eval_loss']:.4g}")
-  return ", ".join(parts)
+  names = {RANK_METRIC: "loss on the first eval batch",
+           "train_loss": "train loss", "eval_loss": "eval loss"}
+  parts = [f"{text} {metrics[key]:.4g}" for key, text in names.items()
+           if key in (metrics or {})]
+  return ", ".join(parts) or "no loss recorded"
 
 
 @jax.jit
@@ -185,8 +189,8 @@ class Checkpointer:
         for step, metrics in kept))
 
   def best_step(self) -> Optional[int]:
-    """The kept step of the lowest recorded train loss (the latest when
-    none is recorded)."""
+    """The kept step of the lowest recorded ``eval_batch_loss`` (the latest
+    when none is recorded)."""
     scored = [(_rank(m), step) for step, m in self.kept()
               if math.isfinite(_rank(m))]
     return min(scored)[1] if scored else self.latest_step()

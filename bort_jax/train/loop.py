@@ -90,6 +90,20 @@ def evaluate(eval_step, state, eval_iter, mesh, prefetch_batches: int) -> dict:
           "eval_examples": int(totals["count"])}
 
 
+def ranking_batch(eval_iter, mesh) -> dict:
+  """The first eval batch, on the devices: every checkpoint's state is
+  scored on it (one forward pass) to rank checkpoints for
+  ``restore_step="best"``."""
+  eval_iter.set_state({**eval_iter.get_state(), "epoch": 0, "step": 0})
+  return eval_iter.finish(to_global_batch(next(eval_iter), mesh))
+
+
+def batch_loss(eval_step, state, batch) -> float:
+  """The mean CE loss of ``state`` on ``batch``'s real rows."""
+  sums = to_host(eval_step(state.params, state.model_state, batch))
+  return float(sums["loss_sum"] / max(float(sums["count"]), 1.0))
+
+
 def _check_losses(pending: list, step: int, schedule, checkpointer,
                   config_lr: float) -> list:
   """Host floats of the losses of the steps ``step - len(pending) + 1 ..
@@ -156,7 +170,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   evaluation to ``workdir/metrics.jsonl``; returns the last record.
 
   Resumes from the checkpoint ``config.restore_step`` names: ``"latest"``,
-  ``"best"`` (lowest recorded train loss) or a kept step; the newer
+  ``"best"`` (lowest loss on the first eval batch) or a kept step; the newer
   checkpoints are deleted at the run's first checkpoint.
 
   Guarantees: one run per workdir (``workdir/lock``); resuming with another
@@ -225,9 +239,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                         num_classes=config.num_classes,
                                         replicated=replicated)
     evaluate_state = lambda s: evaluate(eval_step, s, eval_iter, mesh, depth)
+    probe = ranking_batch(eval_iter, mesh)
+    score_state = lambda s: batch_loss(eval_step, s, probe)
     return _loop(config, workdir, mesh, state, batches, train_step,
-                 evaluate_state, checkpointer, schedule, total_steps,
-                 records[-1] if records else {}, epoch_loss, stop)
+                 evaluate_state, score_state, checkpointer, schedule,
+                 total_steps, records[-1] if records else {}, epoch_loss, stop)
 
 
 def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
@@ -238,8 +254,8 @@ def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
 
 
 def _loop(config, workdir, mesh, state, batches, train_step,
-          evaluate_state, checkpointer, schedule, total_steps, record,
-          epoch_loss, stop) -> dict:
+          evaluate_state, score_state, checkpointer, schedule, total_steps,
+          record, epoch_loss, stop) -> dict:
   """Steps from ``state.step`` to ``total_steps``: logs, epoch records,
   checkpoints, stops on divergence or a signal. Returns the last record.
 
@@ -299,12 +315,15 @@ def _loop(config, workdir, mesh, state, batches, train_step,
         loss_sum, loss_count = 0.0, 0
         epoch_start, epoch_steps = time.perf_counter(), 0
       if checkpointer.should_save(step, final=is_last or stopping):
-        # The loss of the steps since the last log point ranks checkpoints
-        # for restore_step="best"; the eval loss is the saved state's own.
-        metrics = {"train_loss": window_loss,
+        # The saved state's loss on the first eval batch ranks checkpoints
+        # for restore_step="best" (the train losses are those of the
+        # states before each update).
+        metrics = {"eval_batch_loss": score_state(state),
+                   "train_loss": window_loss,
                    "learning_rate": float(schedule(step - 1))}
-        if is_epoch_end and math.isfinite(record.get("eval_loss", math.nan)):
+        if is_epoch_end:
           metrics["eval_loss"] = record["eval_loss"]
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         checkpointer.save(step, state, {
             **batches.get_state(), "epoch_loss": [loss_sum, loss_count]},
                           metrics=metrics, diverged_lr=metrics["learning_rate"],

@@ -78,7 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
   config.compilation_cache_dir = ""
   config.progress = True
   # The checkpoint a resumed run starts from: "latest", "best" (the lowest
-  # recorded train loss, kept beside the max_to_keep newest) or a kept step.
+  # loss on the first eval batch, kept beside the 3 newest) or a kept step.
   # The checkpoints newer than it are deleted at the run's first checkpoint.
   config.restore_step = config_dict.FieldReference("latest", field_type=object)
   return lock(config)
