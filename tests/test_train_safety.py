@@ -672,8 +672,8 @@ def write_idx_dir(directory, *, train_labels=None, test_images=None,
 
 
 @pytest.mark.parametrize("case, parts, error", [
-    ("negative", {"train_labels": np.arange(64, dtype=np.int8) % 10 - 1},
-     r"train-labels-idx1-ubyte: label -1 at index 0 .*integers in \[0, 9\)"),
+    ("negative", {"train_labels": np.arange(64, dtype=np.int8) % 11 - 1},
+     r"train-labels-idx1-ubyte: label -1 at index 0 .*integers in \[0, 10\)"),
     ("fractional", {"train_labels": np.arange(64, dtype=np.float32) % 10 +
                     0.5}, r"label 0.5 at index 0.*integers in \[0, 10\)"),
     ("too large", {"test_labels": np.full(16, 12, np.uint8)},
@@ -714,24 +714,36 @@ def test_a_failed_background_save_stops_the_run_with_one_message(
   from orbax.checkpoint._src.handlers import json_checkpoint_handler  # pylint: disable=g-import-not-at-top
   save = json_checkpoint_handler.JsonCheckpointHandler._save_fn
 
-  async def disk_full_at_step_4(self, item, directory):
-    if "4.orbax-checkpoint-tmp" in str(directory):
+  async def disk_full_at_step_10(self, item, directory):
+    if "10.orbax-checkpoint-tmp" in str(directory):
       raise OSError(28, "No space left on device")
     return await save(self, item, directory)
 
   monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler,
-                      "_save_fn", disk_full_at_step_4)
+                      "_save_fn", disk_full_at_step_10)
+  make_train_step, calls = step_lib.make_train_step, []
+
+  def make(**kwargs):
+    train_step = make_train_step(**kwargs)
+
+    def counting(state, batch):
+      calls.append(None)
+      if len(calls) == 11:  # the failing save is over by the next step
+        time.sleep(1.0)
+      return train_step(state, batch)
+    return counting
+
+  monkeypatch.setattr(step_lib, "make_train_step", make)
   with caplog.at_level(logging.WARNING), pytest.raises(
       train.CheckpointSaveError,
-      match=rf"step 4 to {tmp_path / 'checkpoints' / '4'} failed \(OSError: "
-      r"\[Errno 28\] No space left on device\).*kept checkpoints in .*: "
-      r"step 2 \(loss on the first eval batch [0-9.]+, train loss "
+      match=rf"step 10 to {tmp_path / 'checkpoints' / '10'} failed "
+      r"\(OSError: \[Errno 28\] No space left on device\).*kept checkpoints"
+      r" in .*: step 5 \(loss on the first eval batch [0-9.]+, train loss "
       r"[0-9.]+\)\. Fix the cause") as error:
-    train.train_and_evaluate(tiny(num_train_steps=40,
-                                  checkpoint_every_steps=2), tmp_path)
-  # At the next step boundary, not at the next save: step 6's save never
-  # started.
-  assert steps_on_disk(tmp_path) == [2]
-  assert not (tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp").exists()
+    train.train_and_evaluate(tiny(num_train_steps=20,
+                                  checkpoint_every_steps=5), tmp_path)
+  # At a step boundary right after the failure (before step 11, or before
+  # step 12 at the latest: step 11 waits for it), not at the next save (15).
+  assert len(calls) in (10, 11), len(calls)
   assert error.value.__cause__ is not None
   assert not [r for r in caplog.records if r.exc_info]  # no traceback logs

@@ -184,7 +184,7 @@ class Checkpointer:
     kept = self.kept(wait)
     if not kept:
       return "no checkpoint is kept"
-    return "kept checkpoints in {}: {}".format(self.directory, "; ".join(
+    return "the kept checkpoints in {}: {}".format(self.directory, "; ".join(
         f"step {step} ({_describe_metrics(metrics)})"
         for step, metrics in kept))
 
@@ -254,7 +254,7 @@ class Checkpointer:
     values = ", ".join(f"{k}={v!r}" for k, v in resume.items())
     flags = " ".join(f"--config.{k}={v}" for k, v in resume.items())
     return DivergenceError(
-        f"{what}; no checkpoint was written after it. The "
+        f"{what}; no checkpoint was written after it; "
         f"{self.describe_kept()}. Resume from the best one (step {best}) "
         f"with a lower learning rate (or lam): {values} and "
         f"allow_config_change=True ({flags} --allow_config_change).",
@@ -325,7 +325,7 @@ class Checkpointer:
         "the background write failed (see the log above)")
     return CheckpointSaveError(
         f"saving the checkpoint of step {step} to {self.step_dir(step)} "
-        f"failed ({why}). Nothing of it is used; the "
+        f"failed ({why}). Nothing of it is used; "
         f"{self.describe_kept(wait=False)}."
         f" Fix the cause (free disk space, permissions) and run the same "
         f"command again to resume from the newest kept checkpoint.")
