@@ -142,9 +142,6 @@ def matrix_stats(w: jax.Array) -> dict:
   }
 
 
-path_name = optim.path_name  # 'layer1/conv/kernel' style name of a path
-
-
 def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   """Per selected kernel, scalars measuring Bort's constraint on its
   smaller-side Gram (module docstring).

@@ -47,6 +47,7 @@ from bort_jax import train
 from bort_jax.explain import _common
 from bort_jax.explain import metrics
 from bort_jax.explain import onehot_backtrack
+from bort_jax.models import predict
 from bort_jax.report import analyses
 from bort_jax.report import runs as runs_lib
 from bort_jax.report import stats
@@ -168,8 +169,8 @@ def fig6c_rows(models, x, labels, layer, ecfg):
   norm = lambda a: np.linalg.norm(np.asarray(a).reshape(len(a), -1), axis=1)
   rows = {}
   for opt, model in models.items():
-    target_class = np.asarray(jnp.argmax(model(xt), -1))
-    fooled = lambda adv: (np.asarray(jnp.argmax(model(adv), -1))
+    target_class = np.asarray(predict(model, xt))
+    fooled = lambda adv: (np.asarray(predict(model, adv))
                           == target_class).astype(np.float64)
     synth = lambda **kw: explain.synthesize_adversarial(
         model, xs, xt, layer=layer, **{"k": k, "B": ecfg.B, **kw})
@@ -191,8 +192,8 @@ def fig6c_rows(models, x, labels, layer, ecfg):
     for name, adv in out.items():
       rows.setdefault(name, {})[opt] = fooled(adv)
     rows.setdefault("(source's class kept, report)", {})[opt] = (
-        np.asarray(jnp.argmax(model(report), -1))
-        == np.asarray(jnp.argmax(model(xs), -1))).astype(np.float64)
+        np.asarray(predict(model, report))
+        == np.asarray(predict(model, xs))).astype(np.float64)
   return list(rows.items())
 
 

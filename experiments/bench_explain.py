@@ -165,7 +165,7 @@ def pair_guided_ig_loop(model, x, steps):
   """PAIR's GuidedIG, one image at a time, on our jitted gradient function."""
   import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
 
-  targets = np.asarray(attribution.resolved_targets(model, x, None))
+  targets = np.asarray(models.predict(model, x))
   call = attribution.pair_call_model_function(model)
   explainer = saliency_core.GuidedIG()
   with pair_numpy.quantile_accepts_interpolation():
@@ -263,7 +263,8 @@ def main(argv=None):
 
   # GuidedIG: native (all images per gradient call) vs PAIR's per-image loop.
   steps = args.guided_ig_steps
-  native = lambda: explain.guided_ig(model, x, steps=steps)
+  native = lambda: explain.guided_ig(model, x, steps=steps,
+                                     per_channel=True)
   ours = np.asarray(jax.block_until_ready(native()))
   t_native = best_time(native, args.repeats)
   gig = f"GuidedIG, {steps} steps"

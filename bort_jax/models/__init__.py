@@ -12,6 +12,9 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 ``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``, plus
 ``explain_layer`` (the layer the paper explains from) and
 ``top_activation(layer)`` (how a layer follows from the previous one).
+
+``predict(model, x)`` (arg-max class) and ``logits(model, x)`` run any model
+or callable ``x -> logits`` jit-compiled in eval mode.
 """
 
 from typing import Callable
@@ -21,6 +24,7 @@ from flax import nnx
 
 from bort_jax.models import acnn, common, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
+from bort_jax.models.functional import logits, predict
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
     "lenet": lenet.lenet,
@@ -63,4 +67,5 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   return model
 
 
-__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create"]
+__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create", "logits",
+           "predict"]
