@@ -1,4 +1,4 @@
-"""Train a config of experiments/configs on 1 device, N devices or N hosts.
+r"""Train a config of experiments/configs on 1 device, N devices or N hosts.
 
   python -m experiments.train --config experiments/configs/<name>.py \
       --workdir DIR [--config.key=value ...] [--allow_config_change]
@@ -18,7 +18,9 @@ SIGINT/SIGTERM save a checkpoint at the next step and exit with status 75
 workdir, a changed config without ``--allow_config_change``, a checkpoint that
 could not be written and a diverged run exit with status 1 and a message (a
 diverged run's ends with the command that resumes from its best checkpoint:
-``--config.restore_step=best`` and a lower learning rate).
+``--config.restore_step=best`` and a lower learning rate). A bad flag or
+config key exits with status 2 and one line. Third-party INFO logs (orbax,
+jax) are off unless ``--verbosity=0``.
 """
 
 import ast
@@ -29,6 +31,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bort_jax.train import schema
+from experiments import _cli
 
 # Keys of these sub-dicts are added after parsing (config_flags can only
 # override keys the config already has).
@@ -60,7 +63,10 @@ def split_open_overrides(argv):
   return overrides, rest
 
 
-_OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+try:
+  _OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+except app.UsageError:  # reported in one line when the flags are parsed
+  _OPEN_OVERRIDES, _ARGV = [], sys.argv
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().",
     lock_config=False,  # the schema locks itself, leaving OPEN_DICTS open
@@ -101,7 +107,9 @@ def resume_command(argv, resume: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from bort_jax import train  # after flag parsing: JAX starts here
+  # After flag parsing: JAX starts here.
+  from bort_jax import train  # pylint: disable=g-import-not-at-top
+  from bort_jax.train import optimizers  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   for name, key, value in _OPEN_OVERRIDES:
@@ -109,6 +117,11 @@ def main(argv):
   if _DISTRIBUTED.value or _COORDINATOR.value:
     train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                  _PROCESS_ID.value)
+  try:  # a bad value is a usage error, not a traceback
+    schema.check_config(config)
+    optimizers.create_optimizer(config, config.learning_rate)  # names, modes
+  except ValueError as e:
+    raise app.UsageError(f"--config: {e}") from e
   try:
     final = train.train_and_evaluate(
         config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
@@ -127,5 +140,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(
-      split_open_overrides(argv)[1]))
+  _cli.run(main, parse=lambda argv: flags.FLAGS(split_open_overrides(argv)[1]))
