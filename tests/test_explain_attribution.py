@@ -13,7 +13,7 @@ from scipy import ndimage
 from bort_jax import explain
 from bort_jax.explain import attribution
 import explain_fixtures as F
-from experiments import pair_numpy
+import pair_numpy
 
 
 def test_cam_equals_formula():

@@ -241,7 +241,7 @@ def test_min_channels_floors_every_other_model_the_same_way(name):
     assert resolve_path(floored, path).kernel.shape[-1] == floored_width, path
 
 
-# Parameters at the paper's width (docs/models.md, experiments.count_params).
+# Parameters at the paper's width (docs/models.md, benchmarks.count_params).
 PAPER_PARAMS = {"lenet": (10, 44_426), "acnn_small_mnist": (10, 21_291_986),
                 "acnn_small_cifar": (10, 67_431_786),
                 "acnn_base": (1000, 8_973_576), "vgg16": (1000, 138_357_544),

@@ -154,3 +154,15 @@ def test_every_subpackage_imports():
   assert out.returncode == 0, out.stderr
   assert {"bort_jax.models", "bort_jax.explain", "bort_jax.data",
           "bort_jax.train", "bort_jax.plots"} <= set(names)
+
+
+def test_the_wheel_holds_only_the_library():
+  """experiments/, benchmarks/, studies/ and tests/ stay out of the wheel:
+  the packages setuptools finds in the checkout under pyproject's rule."""
+  setuptools = pytest.importorskip("setuptools")
+  rule = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"][
+      "setuptools"]["packages"]["find"]
+  found = setuptools.find_packages(str(REPO), include=rule["include"],
+                                   exclude=rule.get("exclude", ()))
+  assert "bort_jax" in found and "bort_jax.train" in found, found
+  assert all(p.split(".")[0] == "bort_jax" for p in found), found

@@ -15,6 +15,10 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 
 ``predict(model, x)`` (arg-max class) and ``logits(model, x)`` run any model
 or callable ``x -> logits`` jit-compiled in eval mode.
+
+``load_pretrained(name, path)`` / ``export_pretrained(name, model)`` move
+torchvision (``resnet50``, ``vgg16``) and timm (``deit_small``,
+``swin_small``) checkpoints in and out (:mod:`bort_jax.models.pretrained`).
 """
 
 from typing import Callable
@@ -25,6 +29,7 @@ from flax import nnx
 from bort_jax.models import acnn, common, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
 from bort_jax.models.functional import logits, predict
+from bort_jax.models.pretrained import export_pretrained, load_pretrained
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
     "lenet": lenet.lenet,
@@ -88,5 +93,5 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   return model
 
 
-__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create", "logits",
-           "predict"]
+__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create",
+           "export_pretrained", "load_pretrained", "logits", "predict"]

@@ -22,7 +22,7 @@ _POOLED_HW = (7, 7)
 
 # torchvision's VGG init: He-normal over fan-out for convs, N(0, 0.01) dense.
 _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
-_DENSE_INIT = nnx.initializers.normal(0.01)
+DENSE_INIT = nnx.initializers.normal(0.01)
 
 
 class VGG(common.ConvClassifier):
@@ -54,7 +54,7 @@ class VGG(common.ConvClassifier):
           kernel_init=_CONV_INIT, rngs=rngs))
       fan_in = width
     hidden = scale(_HIDDEN)
-    dense = dict(kernel_init=_DENSE_INIT, rngs=rngs)
+    dense = dict(kernel_init=DENSE_INIT, rngs=rngs)
     self.fc1 = nnx.Linear(fan_in * _POOLED_HW[0] * _POOLED_HW[1], hidden, **dense)
     self.fc2 = nnx.Linear(hidden, hidden, **dense)
     self.fc3 = nnx.Linear(hidden, num_classes, **dense)

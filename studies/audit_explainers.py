@@ -1,7 +1,7 @@
 r"""How Table 3's SAT comparison and Fig. 6c's synthesis move with the choices
 the paper leaves open, on trained SGD / Bort-S runs (the demo's layout).
 
-    python -m experiments.audit_explainers [--workdir runs/quickstart]
+    python -m studies.audit_explainers [--workdir runs/quickstart]
         [--out docs/audit_explainers.md]
 
 ``WORKDIR/<model>_sgd`` and ``WORKDIR/<model>_bort_sgd`` (``make demo`` writes
@@ -36,9 +36,6 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,6 +49,7 @@ from bort_jax.models import predict
 from bort_jax.report import analyses
 from bort_jax.report import runs as runs_lib
 from bort_jax.report import stats
+from experiments import _cli
 from experiments.configs import quickstart as quickstart_config
 
 PAPER_CHANNELS, PAPER_K = 2592, 64  # ACNN-Small conv5 on MNIST, Fig. 5
@@ -251,16 +249,14 @@ def markdown(results, ecfg, command) -> str:
   return "\n".join(lines)
 
 
-def define_flags():
-  flags.DEFINE_string("workdir", "runs/quickstart",
-                      "folder with <model>_sgd and <model>_bort_sgd runs")
-  flags.DEFINE_string("out", None, "also write this markdown file")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every restore
-  workdir = flags.FLAGS.workdir
+def main(argv=None):
+  parser = _cli.ArgumentParser(__doc__)
+  parser.add_argument("--workdir", default="runs/quickstart",
+                      help="folder with <model>_sgd and <model>_bort_sgd runs")
+  parser.add_argument("--out", default=None,
+                      help="also write the markdown here")
+  args = parser.parse_args(argv)
+  workdir = args.workdir
   ecfg = quickstart_config.explain_config()
   results = {}
   for model_name in quickstart_config.get_config().models:
@@ -274,13 +270,10 @@ def main(argv):
     results[label] = (table3_rows(models, x, layer, ecfg),
                       fig6c_rows(models, x, labels, layer, ecfg))
   text = markdown(results, ecfg, " ".join(
-      ["python -m experiments.audit_explainers", *sys.argv[1:]]))
-  print(text)
-  if flags.FLAGS.out:
-    with open(flags.FLAGS.out, "w", encoding="utf-8") as f:
-      f.write(text)
+      ["python -m studies.audit_explainers",
+       *(sys.argv[1:] if argv is None else argv)]))
+  _cli.print_and_write(text, args.out)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

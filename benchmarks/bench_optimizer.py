@@ -14,12 +14,11 @@ It also times ``bort_jax.orthogonality_stats`` of the same parameters, jitted,
 and prints it as a multiple of one Bort-S update (``stats/bort``, the same
 run): what a diagnostics call costs the training loop.
 
-    python -m experiments.bench_optimizer [--models acnn_small_mnist,resnet50]
+    python -m benchmarks.bench_optimizer [--models acnn_small_mnist,resnet50]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import platform
@@ -30,10 +29,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from benchmarks.bench_train import comma_choices
+from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax import models
-from experiments.bench_train import comma_choices
-from experiments.gemm import gemm_rate, seconds_per_step
+from experiments import _cli
 
 
 def model_params(name: str, width: float = 1.0):
@@ -133,7 +133,7 @@ def bench(name: str, repeats: int, width: float = 1.0) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--models", default="acnn_small_mnist,resnet50",
                       type=comma_choices(models.NAMES, "models"))
   parser.add_argument("--repeats", type=int, default=5)
