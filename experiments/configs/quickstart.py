@@ -42,6 +42,10 @@ Seeds, models, epochs and what fits (setting of 2026-12-07):
   (floor 8) back and ``--config.train.num_epochs=40`` restores the paper's
   epochs, past the 12 minutes.
 
+The claims' margin (Table 1) and minimum effects are ``explain.claims``, the
+library's defaults (``bort_jax.report.pipeline.claims_config``: values and
+rationale, fixed before any verdict; docs/demo_choices.md logs them).
+
 Table 1 recipe (Section 4.1.1) and what changes here; the report prints the
 same comparison from the config actually used (``paper_recipe`` vs ``train``):
 
@@ -108,5 +112,4 @@ def get_config() -> ml_collections.ConfigDict:
   config.paper_recipe = PAPER_RECIPE.to_dict()
   config.train = train_config()
   config.explain = pipeline.explain_config()
-  config.explain.num_images = 64
   return config
