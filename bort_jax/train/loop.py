@@ -22,6 +22,7 @@ import bort_jax
 from bort_jax import data
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import compile_cache
+from bort_jax.train import init_from
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import metrics as metrics_lib
 from bort_jax.train import optimizers
@@ -176,9 +177,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
         fsdp=config.fsdp)
     epoch_loss = (0.0, 0)
     if latest is not None:
+      init_from.warn_ignored(config, latest)
       state, data_state = checkpointer.restore(latest, state)
       epoch_loss = tuple(data_state.pop("epoch_loss", epoch_loss))
       train_iter.set_state(data_state)
+    elif config.init_from:
+      state = init_from.initialize(config, workdir, state, shardings, optimizer,
+                                   lambda: state_lib.create_model(config))
     # From the restored position on, batches are made ahead (during the
     # compiles below, evaluations and checkpoints too).
     depth = prefetch.depth_for(config.prefetch_batches, mesh.devices.flat)
@@ -227,6 +232,11 @@ def _loop(config, workdir, mesh, state, batches, train_step,
                   disable=not config.progress or jax.process_index() != 0)
   pending, (loss_sum, loss_count) = [], epoch_loss
   epoch_start, epoch_steps = time.perf_counter(), 0
+  if step == 0 and config.init_from:  # the loaded weights, before any step
+    record = {"step": 0, "epoch": 0.0, **evaluate_state(state),
+              "orthogonality": metrics_lib.summarize_orthogonality(
+                  to_host(orthogonality(state.params)))}
+    writer.write_record(record)
   try:
     while step < total_steps:
       state, step_metrics = train_step(state, next(batches))

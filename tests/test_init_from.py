@@ -1,0 +1,128 @@
+"""``config.init_from``: a run that starts from another run's weights."""
+
+import importlib
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from bort_jax import train
+from bort_jax.train import init_from
+from experiments.configs import recipes
+
+pytestmark = pytest.mark.usefixtures("compilation_cache")
+
+
+def _config(optimizer, **changes):
+  """LeNet on digits (Table 1's recipe), a few steps of batches of 64."""
+  config = recipes.digits("lenet", optimizer)
+  config.num_train_steps = 2
+  config.eval_batch_size = 120
+  config.log_every_steps = 2
+  config.progress = False
+  for key, value in changes.items():
+    config[key] = value
+  return config
+
+
+def _records(workdir):
+  return [json.loads(line) for line in
+          (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def sgd_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("sgd")
+  return workdir, train.train_and_evaluate(_config("sgd"), workdir)
+
+
+def test_first_eval_equals_the_source_and_training_goes_on_with_bort(
+    sgd_run, tmp_path, caplog):
+  source, final = sgd_run
+  runs = {}
+  for optimizer in ("bort_sgd", "sgd"):
+    workdir = tmp_path / optimizer
+    train.train_and_evaluate(
+        _config(optimizer, init_from=str(source), seed=1), workdir)
+    runs[optimizer] = _records(workdir)
+  first = runs["bort_sgd"][0]
+  # Before any step: the source's weights and batch statistics, evaluated on
+  # the same split (another seed: only the data order would differ).
+  assert first["step"] == 0
+  for key in ("top1", "top5", "eval_loss", "eval_examples"):
+    assert first[key] == final[key], key
+  assert first["orthogonality"] == final["orthogonality"]
+  # Then it trains, and with Bort: from the same start and batches, λ > 0
+  # leaves every kernel's Gram closer to the identity than λ = 0.
+  last = {k: r[-1]["orthogonality"]["per_layer"] for k, r in runs.items()}
+  assert runs["bort_sgd"][-1]["step"] == 2
+  for layer, stats in last["bort_sgd"].items():
+    assert stats["orth_residual"] < last["sgd"][layer]["orth_residual"], layer
+  workdir = tmp_path / "bort_sgd"
+  recorded = (workdir / init_from.RECORD_NAME).read_text()
+  assert json.loads(recorded) == {
+      "kind": "workdir", "path": str(source), "step": 2, "model": "lenet",
+      "optimizer": "sgd", "lam": 0.0, "seed": 0}
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["init_from"] == str(source)
+
+  # A resumed run never reads init_from (here one that would fail to load):
+  # its own checkpoint wins, and it says so.
+  with caplog.at_level(logging.WARNING):
+    train.train_and_evaluate(
+        _config("bort_sgd", init_from=str(tmp_path / "missing"), seed=1,
+                num_train_steps=3), workdir, allow_config_change=True)
+  assert "init_from" in caplog.text and "own checkpoint at step 2" in (
+      caplog.text)
+  assert (workdir / init_from.RECORD_NAME).read_text() == recorded
+  assert [r["step"] for r in _records(workdir)] == [0, 2, 3]
+
+
+def test_bad_sources_are_refused_naming_what_is_wrong(sgd_run, tmp_path):
+  source, _ = sgd_run
+  with pytest.raises(FileNotFoundError, match="nowhere.*does not exist"):
+    init_from.load_source(_config("sgd", init_from=str(tmp_path / "nowhere")))
+  with pytest.raises(ValueError, match="without config.json"):
+    init_from.load_source(_config("sgd", init_from=str(tmp_path)))
+  wider = _config("sgd", init_from=str(source))
+  wider.model_overrides = {"in_channels": 1, "width_multiplier": 2.0}
+  with pytest.raises(ValueError, match="model_overrides=.*width_multiplier"):
+    init_from.load_source(wider)
+  other = _config("sgd", init_from=str(source), num_classes=7)
+  with pytest.raises(ValueError, match="num_classes=10.*num_classes=7"):
+    init_from.load_source(other)
+
+
+def test_a_missing_or_misshaped_tensor_is_named():
+  target = {"conv1": {"kernel": np.zeros((5, 5, 1, 6), np.float32),
+                      "bias": np.zeros(6, np.float32)}}
+  reshaped = {"conv1": {"kernel": np.zeros((5, 5, 1, 8)),
+                        "bias": np.zeros(6)}}
+  with pytest.raises(ValueError, match=r"\['conv1'\]\['kernel'\] has shape "
+                     r"\(5, 5, 1, 8\), the model expects \(5, 5, 1, 6\)"):
+    init_from._replace_leaves(target, reshaped, "parameters", "x.pth")
+  renamed = {"conv1": {"weight": np.zeros((5, 5, 1, 6)), "bias": np.zeros(6)}}
+  with pytest.raises(ValueError, match=r"\['conv1'\]\['kernel'\]\"\] missing "
+                     r"and \[\"\['conv1'\]\['weight'\]\"\] unexpected"):
+    init_from._replace_leaves(target, renamed, "parameters", "x.pth")
+  loaded = init_from._replace_leaves(
+      target, {"conv1": {"kernel": np.ones((5, 5, 1, 6)),
+                         "bias": np.ones(6)}}, "parameters", "x.pth")
+  assert loaded["conv1"]["kernel"].dtype == np.float32
+  np.testing.assert_array_equal(loaded["conv1"]["bias"], 1.0)
+
+
+@pytest.mark.parametrize("model,optimizer", recipes.FINETUNE_ROWS)
+def test_imagenet_finetune_configs_need_init_from(model, optimizer):
+  config = importlib.import_module(
+      f"experiments.configs.finetune_imagenet_{model}_{optimizer}").get_config()
+  row = recipes.imagenet(model, optimizer)
+  assert (config.lam, config.weight_decay) == (row.lam, row.weight_decay)
+  assert config.lam > 0
+  assert config.learning_rate == pytest.approx(row.learning_rate / 10)
+  assert config.num_epochs == 30
+  with pytest.raises(ValueError, match="pass --config.init_from=PATH"):
+    train.check_config(config)
+  config.init_from = "/weights/resnet50.safetensors"
+  train.check_config(config)
