@@ -41,8 +41,9 @@ from absl import app, flags
 import numpy as np
 
 _OUT = flags.DEFINE_string("out_dir", None, "Workdirs and results.json.")
-_DOCS = flags.DEFINE_string("docs_dir", None, "Writes finetune_study.md and "
-                            "figures/finetune_study.png here (optional).")
+_DOCS = flags.DEFINE_string(
+    "docs_dir", None, "Puts the tables into DOCS/finetune.md (between its "
+    "study markers) and the figure into DOCS/figures/finetune_study.png.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 _MODELS = flags.DEFINE_list("models", ["lenet", "acnn_small_mnist"],
                             "Models (digits layout).")
@@ -280,6 +281,20 @@ def plot(results, path) -> None:
   plt.close(fig)
 
 
+MARKERS = ("<!-- finetune_study: begin -->", "<!-- finetune_study: end -->")
+
+
+def write_between_markers(path: pathlib.Path, text: str) -> None:
+  """Replaces what lies between ``MARKERS`` in ``path`` by ``text``."""
+  doc = path.read_text()
+  if not all(m in doc for m in MARKERS):
+    raise ValueError(f"{path} lacks the lines {MARKERS} around the study's "
+                     f"tables.")
+  start = doc.index(MARKERS[0]) + len(MARKERS[0])
+  path.write_text(doc[:start] + "\n" + text.strip() + "\n" +
+                  doc[doc.index(MARKERS[1]):])
+
+
 def _load_results(path: pathlib.Path) -> dict:
   """results.json with its integer keys (seeds, epochs) restored."""
   if not path.exists():
@@ -331,8 +346,7 @@ def main(argv):
   plot(results, out / "finetune_study.png")
   if _DOCS.value:
     docs = pathlib.Path(_DOCS.value)
-    (docs / "finetune_study.md").write_text(
-        "<!-- written by experiments/finetune_study.py -->\n" + text)
+    write_between_markers(docs / "finetune.md", text)
     plot(results, docs / "figures" / "finetune_study.png")
 
 

@@ -8,6 +8,7 @@ refuse them naming what is missing (they would need a conv-layer interface
 that these models do not have), and the black-box ones run.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -34,8 +35,15 @@ def images():
 
 
 def _model(name):
-  return F.numpy_init(lambda: models.create(name, num_classes=10,
-                                            rngs=nnx.Rngs(0), **NARROW[name]))
+  """NumPy-drawn weights (explain_fixtures.numpy_init); BatchNorm running
+  variances made positive (that init draws them around 0)."""
+  model = F.numpy_init(lambda: models.create(
+      name, num_classes=10, rngs=nnx.Rngs(0), **NARROW[name]))
+  graphdef, stats, rest = nnx.split(model, nnx.BatchStat, ...)
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, x: 1.0 + jnp.abs(x)
+      if "'var'" in jax.tree_util.keystr(path) else x, stats)
+  return nnx.merge(graphdef, stats, rest)
 
 
 @pytest.mark.parametrize("name", ["resnet50", "vgg16"])

@@ -4,7 +4,10 @@ import importlib
 import json
 import logging
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bort_jax import train
@@ -126,3 +129,39 @@ def test_imagenet_finetune_configs_need_init_from(model, optimizer):
     train.check_config(config)
   config.init_from = "/weights/resnet50.safetensors"
   train.check_config(config)
+
+
+def test_batch_statistics_are_loaded_and_the_optimizer_starts_fresh(
+    tmp_path, monkeypatch):
+  """A narrow ResNet50 (BatchNorm everywhere) initialised from a source whose
+  params and running statistics differ from the config's random init."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from bort_jax import models  # pylint: disable=import-outside-toplevel
+  from bort_jax.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  from bort_jax.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  config = recipes.imagenet("resnet50", "bort_sgd")
+  config.model_overrides = {"width_multiplier": 1 / 16,
+                            "stage_sizes": (1, 1, 1, 1)}
+  config.num_classes, config.init_from = 10, "source.pth"
+  source_model = models.create("resnet50", num_classes=10, rngs=nnx.Rngs(7),
+                               **config.model_overrides)
+  params, stats = init_from._split(source_model)
+  stats = jax.tree.map(lambda x: np.asarray(x) + 0.5, stats)  # not the init's
+  monkeypatch.setattr(init_from, "load_source", lambda _: init_from.Source(
+      params, stats, {"kind": "checkpoint", "path": "source.pth"}))
+  optimizer = optax.sgd(0.1, momentum=0.9)
+  model_fn = lambda: state_lib.create_model(config)
+  state, _, shardings = state_lib.create_train_state(
+      model_fn, optimizer, mesh_lib.create_mesh(jax.devices()[:1]))
+  state = state._replace(opt_state=jax.tree.map(jnp.ones_like,
+                                                state.opt_state))
+  loaded = init_from.initialize(config, tmp_path, state, shardings, optimizer,
+                                model_fn)
+  for want, have in ((params, loaded.params), (stats, loaded.model_state)):
+    flat = init_from._by_path(have)
+    for name, value in init_from._by_path(want).items():
+      np.testing.assert_array_equal(flat[name], value, err_msg=name)
+  assert all(np.all(np.asarray(x) == 0)
+             for x in jax.tree.leaves(loaded.opt_state))  # fresh momentum
+  assert json.loads((tmp_path / init_from.RECORD_NAME).read_text())[
+      "kind"] == "checkpoint"
