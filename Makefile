@@ -22,9 +22,9 @@ demo: $(STAMP)
 	$(BIN)/python -m experiments.quickstart
 
 bench: $(STAMP)
-	$(BIN)/python -m experiments.bench_optimizer
-	$(BIN)/python -m experiments.bench_train
-	$(BIN)/python -m experiments.bench_conv
+	$(BIN)/python -m benchmarks.bench_optimizer
+	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/python -m benchmarks.bench_conv
 
 # The base dependencies' lower bounds (pyproject.toml): the flax-free optimizer tests in a
 # throwaway venv (jax 0.4.30 has no jax_num_cpu_devices, so without tests/conftest.py).

@@ -1,15 +1,17 @@
 """bort_jax: Bort, the optimizer with a bounded orthogonal constraint (Zhang et al., ICLR 2023).
 
 Training:  ``optax.chain(bort_jax.bort(lam), optax.adamw(lr))`` or the paper's variants
-``bort_sgd`` (Bort-S), ``bort_adamw`` (Bort-A) and ``bort_lamb`` (Bort-L).
+``bort_sgd`` (Bort-S), ``bort_adamw`` (Bort-A) and ``bort_lamb`` (Bort-L), e.g.
+``bort_jax.bort_sgd(0.01, lam=0.1, momentum=0.9)`` (``lam`` is keyword-only).
+Kernels:   ``bort_jax.kernels`` (which leaves are kernels, their layouts).
 Models:    ``bort_jax.models.create(name, num_classes=..., rngs=...)``.
 Analysis:  ``bort_jax.explain`` (reconstruction, SAT, CAM, IG, RISE, XRAI, GuidedIG, ...).
 """
 
 import importlib as _importlib
 
+from bort_jax.kernels import BortDimensionNumbers, default_mask
 from bort_jax.optim import (
-    BortDimensionNumbers,
     BortState,
     MODES,
     add_bort_correction,
@@ -18,7 +20,6 @@ from bort_jax.optim import (
     bort_correction,
     bort_lamb,
     bort_sgd,
-    default_mask,
 )
 from bort_jax.diagnostics import orthogonality_stats
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from bort_jax import optim
+from bort_jax import kernels
 
 
 def kernel_matrix(kernel: jax.Array, dimension_numbers=1) -> jax.Array:
@@ -40,7 +40,7 @@ def kernel_matrix(kernel: jax.Array, dimension_numbers=1) -> jax.Array:
   ``(batch, out, fan_in)``.
   """
   kernel = jnp.asarray(kernel)
-  matrix, _ = optim.matrix_view(kernel, dimension_numbers)
+  matrix, _ = kernels.matrix_view(kernel, dimension_numbers)
   return jnp.swapaxes(matrix, -1, -2).astype(
       jnp.promote_types(kernel.dtype, jnp.float32))
 
@@ -142,9 +142,6 @@ def matrix_stats(w: jax.Array) -> dict:
   }
 
 
-path_name = optim.path_name  # 'layer1/conv/kernel' style name of a path
-
-
 def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   """Per selected kernel, scalars measuring Bort's constraint on its
   smaller-side Gram (module docstring).
@@ -152,15 +149,25 @@ def orthogonality_stats(params, mask=None, dimension_numbers=None) -> dict:
   Args:
     params: a params pytree (Linen dict, ``nnx.State``, Haiku dict, ...).
     mask, dimension_numbers: as in :func:`bort_jax.bort` (the same
-      :func:`bort_jax.optim.select_kernels` picks the kernels).
+      :func:`bort_jax.kernels.select_kernels` picks the kernels).
 
   Returns:
     ``{path: {"gram_diag_mean", "gram_diag_std", "gram_offdiag_abs_mean",
     "orth_residual", "sigma_min", "sigma_max"}}`` of scalar arrays (one value
     per slice for kernels with batch axes); jit-able.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, bort_jax
+    >>> params = {"conv": {"kernel": 2 * jnp.eye(3)[None, None],  # (1,1,3,3)
+    ...                    "bias": jnp.zeros(3)}}
+    >>> stats = jax.jit(bort_jax.orthogonality_stats)(params)
+    >>> list(stats)  # the kernels Bort acts on, by path
+    ['conv/kernel']
+    >>> {k: round(float(v), 4) for k, v in stats["conv/kernel"].items()}
+    {'gram_diag_mean': 4.0, 'gram_diag_std': 0.0, 'gram_offdiag_abs_mean': 0.0, 'orth_residual': 3.0, 'sigma_max': 2.0, 'sigma_min': 2.0}
   """
   stats = {}
-  for kernel in optim.select_kernels(params, mask, dimension_numbers):
+  for kernel in kernels.select_kernels(params, mask, dimension_numbers):
     w = kernel_matrix(kernel.kernel, kernel.dimension_numbers)
     # Batch axes (e.g. scanned layers): one value per slice.
     stats[kernel.name] = (matrix_stats(w) if w.ndim == 2 else
@@ -204,7 +211,7 @@ def gram_distribution(model_or_params) -> dict:
   if nnx is not None and isinstance(params, nnx.Module):
     params = nnx.state(params, nnx.Param)
   out = {kernel.name: _gram_entries(kernel.kernel, kernel.dimension_numbers)
-         for kernel in optim.select_kernels(params)}
+         for kernel in kernels.select_kernels(params)}
   if not out:
     raise ValueError("no kernel found in params: gram_distribution reads the "
                      "leaves bort_jax.bort selects by default (named "

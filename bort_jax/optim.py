@@ -19,297 +19,44 @@ Public pieces:
   optimizer: the coupled variant).
 * :func:`bort_sgd`, :func:`bort_adamw`, :func:`bort_lamb` — Bort-S / Bort-A /
   Bort-L with the authors' placement of the term.
-* :class:`BortDimensionNumbers` and :func:`select_kernels` — which leaves are
-  kernels and how each is read as ``(fan_in, out)`` in any layout (Flax,
-  Haiku, PyTorch/Equinox, stacked layers); :mod:`bort_jax.diagnostics` reads
-  kernels through the same helper.
+
+Which leaves are kernels and how each reads as ``(fan_in, out)`` lives in
+:mod:`bort_jax.kernels` (shared with :mod:`bort_jax.diagnostics`); its public
+names are re-exported here.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-import warnings
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-MODES = ("l2-full", "l2-row", "l2-col", "l1-fullrow", "l1-fullcol", "l1-row",
-         "l1-col")
-
-# Parent-module names whose 3-D kernel is (in, heads, head_dim): two output axes.
-_TWO_OUTPUT_AXES_PARENTS = ("query", "key", "value", "q", "k", "v", "qkv")
+from bort_jax.kernels import (  # re-exported: users and tests import them here
+    BortDimensionNumbers,
+    MaskOrFn,
+    SelectedKernel,
+    as_dimension_numbers,
+    default_dimension_numbers,
+    default_mask,
+    matrix_view,
+    select_kernels,
+)
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
-MaskOrFn = Optional[Union[Any, Callable[[Any], Any]]]
-Axes = Union[int, Sequence[int]]
 
-
-class BortDimensionNumbers(NamedTuple):
-  """Which axes of a kernel are its fan-in and which its outputs.
-
-  The convention of ``optax.contrib.MuonDimensionNumbers``: the kernel acts as
-  ``x W = y`` with ``reduction_axis`` contracted against the input and
-  ``output_axis`` indexing output units (the rows of the paper's ``W``). Axes
-  in neither are batch axes: each slice along them gets its own correction
-  (e.g. layers stacked by ``nnx.scan``).
-
-  Attributes:
-    reduction_axis: fan-in axis or axes; ``None`` (default) means every axis
-      that is not an output axis.
-    output_axis: output axis or axes; default ``-1`` (Flax/Haiku: Conv
-      ``(kh, kw, in, out)``, Dense ``(in, out)``). Flax attention q/k/v
-      ``(in, heads, head_dim)``: ``(-2, -1)``. PyTorch/Equinox Linear
-      ``(out, in)`` and Conv ``(out, in, kh, kw)``: ``0``.
-  """
-  reduction_axis: Optional[Axes] = None
-  output_axis: Axes = -1
-
-  @property
-  def n_out_axes(self) -> int:
-    """How many trailing axes are outputs, for the Flax-style layouts only."""
-    out = _as_tuple(self.output_axis)
-    if self.reduction_axis is not None or out != tuple(range(-len(out), 0)):
-      raise AttributeError(f"{self} does not describe n trailing output axes.")
-    return len(out)
+MODES = ("l2-full", "l2-row", "l2-col", "l1-fullrow", "l1-fullcol", "l1-row",
+         "l1-col")
 
 
 class BortState(NamedTuple):
   """Step count, kept only when ``lam`` or ``weight_decay`` is a schedule."""
   count: jax.Array
-
-
-# ------------------------------------------------------------ kernel selection
-# One helper for everything that picks kernels and reads them as matrices:
-# the transforms below and bort_jax.diagnostics.
-
-
-def path_names(path) -> tuple:
-  """Names along a pytree path; an ``nnx.Variable``'s ``.value`` is skipped."""
-  names = []
-  for key in path:
-    if isinstance(key, jax.tree_util.GetAttrKey):
-      if key.name != "value":
-        names.append(key.name)
-    elif isinstance(key, jax.tree_util.SequenceKey):
-      names.append(str(key.idx))
-    elif isinstance(key, (jax.tree_util.DictKey,
-                          jax.tree_util.FlattenedIndexKey)):
-      names.append(str(key.key))
-    else:
-      names.append(str(key))
-  return tuple(names)
-
-
-_path_names = path_names  # the name tests have used
-
-
-def path_name(path) -> str:
-  """'layer1/conv/kernel' style name of a pytree path."""
-  return "/".join(path_names(path))
-
-
-def _leaf_is_kernel(path, leaf) -> bool:
-  names = path_names(path)
-  return bool(names) and names[-1] == "kernel" and jnp.ndim(leaf) >= 2
-
-
-def default_mask(params):
-  """True for the leaves Bort acts on by default: Flax leaves named ``kernel``.
-
-  That covers Conv, Dense/Linear, attention q/k/v/out and patch-embedding
-  kernels, and leaves out biases (attention biases are 2-D, so the name, not
-  the rank, decides), norm scales, embeddings, positional embeddings and class
-  tokens. Haiku (``w``) and Equinox (``weight``) params need a ``mask``.
-  """
-  return jax.tree_util.tree_map_with_path(_leaf_is_kernel, params)
-
-
-def default_dimension_numbers(params):
-  """Per-leaf :class:`BortDimensionNumbers` inferred from Flax layouts.
-
-  3-D kernels under a module named query/key/value (nnx.MultiHeadAttention's
-  LinearGeneral layers) have two trailing output axes; everything else has
-  its last axis as output.
-  """
-  def infer(path, leaf):
-    names = path_names(path)
-    parent = names[-2] if len(names) >= 2 else ""
-    if jnp.ndim(leaf) == 3 and parent in _TWO_OUTPUT_AXES_PARENTS:
-      return BortDimensionNumbers(output_axis=(-2, -1))
-    return BortDimensionNumbers()
-  return jax.tree_util.tree_map_with_path(infer, params)
-
-
-def _as_tuple(axes) -> tuple:
-  return (axes,) if isinstance(axes, numbers.Integral) else tuple(axes)
-
-
-def _is_dimension_numbers(x) -> bool:
-  # BortDimensionNumbers or optax's MuonDimensionNumbers (same two fields).
-  return isinstance(x, tuple) and hasattr(x, "reduction_axis") and hasattr(
-      x, "output_axis")
-
-
-def _as_dimension_numbers(value) -> BortDimensionNumbers:
-  """A dimension-numbers leaf: None (default), an int n (n trailing output
-  axes), or BortDimensionNumbers / MuonDimensionNumbers."""
-  if value is None:
-    return BortDimensionNumbers()
-  if isinstance(value, BortDimensionNumbers):
-    return value
-  if _is_dimension_numbers(value):
-    return BortDimensionNumbers(value.reduction_axis, value.output_axis)
-  if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-    if value < 1:
-      raise ValueError(f"an int dimension_numbers leaf is the number of "
-                       f"trailing output axes, >= 1; got {value}.")
-    return BortDimensionNumbers(output_axis=tuple(range(-value, 0)))
-  raise TypeError("dimension_numbers leaves must be BortDimensionNumbers, an "
-                  "int number of trailing output axes, or None; got "
-                  f"{value!r}.")
-
-
-def kernel_axes(shape, dimension_numbers, name: str = "kernel"):
-  """``(batch, reduction, output)`` axis tuples of a kernel, validated."""
-  dims = _as_dimension_numbers(dimension_numbers)
-  shape = tuple(shape)
-  ndim = len(shape)
-
-  def normalized(axes, field):
-    axes = _as_tuple(axes)
-    for a in axes:
-      if not isinstance(a, numbers.Integral) or not -ndim <= a < ndim:
-        raise ValueError(f"{name}: {field}={getattr(dims, field)!r} is out of "
-                         f"range for a kernel of shape {shape}.")
-    return tuple(int(a) % ndim for a in axes)
-
-  out = normalized(dims.output_axis, "output_axis")
-  red = (tuple(a for a in range(ndim) if a not in out)
-         if dims.reduction_axis is None else
-         normalized(dims.reduction_axis, "reduction_axis"))
-  if not out or not red or len(set(out + red)) != len(out + red):
-    raise ValueError(
-        f"{name}: {dims} must name at least one output and one reduction "
-        f"axis, each once and not both, for a kernel of shape {shape} (a 1-D "
-        f"leaf has no (fan_in, out) matrix; leave it out with mask=).")
-  if 0 in shape:
-    raise ValueError(
-        f"{name}: the kernel of shape {shape} has a zero-size axis, so it has "
-        f"no (fan_in, out) matrix; leave it out with mask=.")
-  batch = tuple(a for a in range(ndim) if a not in out + red)
-  return batch, red, out
-
-
-def matrix_view(kernel: jax.Array, dimension_numbers=None,
-                name: str = "kernel"):
-  """The kernel as its ``(fan_in, out)`` matrix ``Wᵀ``, and the way back.
-
-  Returns:
-    ``(matrix, unview)``: ``matrix`` is ``(fan_in, out)``, or
-    ``(batch, fan_in, out)`` when the kernel has batch axes; ``unview`` maps
-    an array of that shape back to the kernel's layout.
-  """
-  batch, red, out = kernel_axes(kernel.shape, dimension_numbers, name)
-  perm = batch + red + out
-  size = lambda axes: math.prod(kernel.shape[a] for a in axes)
-  mat_shape = ((size(batch),) if batch else ()) + (size(red), size(out))
-  permuted_shape = tuple(kernel.shape[a] for a in perm)
-  identity = perm == tuple(range(kernel.ndim))
-  matrix = (kernel if identity else jnp.transpose(kernel, perm)).reshape(
-      mat_shape)
-
-  def unview(m):
-    m = m.reshape(permuted_shape)
-    return m if identity else jnp.transpose(m, np.argsort(perm))
-  return matrix, unview
-
-
-class SelectedKernel(NamedTuple):
-  """One leaf Bort acts on."""
-  path: tuple                # its pytree key path
-  name: str                  # 'layer1/conv/kernel'
-  kernel: Any                # the leaf
-  dimension_numbers: BortDimensionNumbers
-
-
-def _resolve(tree_or_fn, params):
-  return tree_or_fn(params) if callable(tree_or_fn) else tree_or_fn
-
-
-def _aligned(name, tree, params, is_leaf=None):
-  """Checks that ``tree`` has the structure of ``params`` (leaf per leaf)."""
-  tree_struct = jax.tree_util.tree_structure(tree, is_leaf=is_leaf)
-  params_struct = jax.tree_util.tree_structure(params)
-  if tree_struct != params_struct:
-    raise ValueError(
-        f"Bort {name} does not match the params structure.\n{name}: "
-        f"{tree_struct}\nparams: {params_struct}")
-  return tree_struct.flatten_up_to(tree)
-
-
-def _as_bool(selected, name: str) -> bool:
-  if isinstance(selected, (bool, np.bool_)):
-    return bool(selected)
-  if (isinstance(selected, (np.ndarray, jax.Array)) and selected.shape == ()
-      and selected.dtype == bool):
-    if isinstance(selected, jax.core.Tracer):
-      raise TypeError(f"Bort mask leaf for {name} is traced; build the mask "
-                      "outside jit from concrete booleans.")
-    return bool(selected)
-  raise TypeError(f"Bort mask leaves must be booleans (Python, numpy or jnp "
-                  f"scalars); got {selected!r} for {name}.")
-
-
-def _warn_nothing_selected(leaves_with_path):
-  found = sorted({path_names(p)[-1] for p, _ in leaves_with_path
-                  if path_names(p)})
-  warnings.warn(
-      "Bort's default mask selected no leaf: it picks Flax leaves named "
-      f"'kernel' with ndim >= 2, and these params have leaves named {found}. "
-      "Pass mask= (a pytree of booleans like the params, or a function "
-      "params -> such a pytree, e.g. built from an optax param_labels "
-      "function: mask=lambda p: jax.tree.map(lambda l: l == 'bort', "
-      "param_labels(p))), and dimension_numbers= when outputs are not the "
-      "last axis (PyTorch/Equinox (out, in, ...): "
-      "BortDimensionNumbers(output_axis=0)).", UserWarning, stacklevel=3)
-
-
-def select_kernels(params, mask: MaskOrFn = None,
-                   dimension_numbers: MaskOrFn = None) -> list:
-  """The leaves Bort acts on, as :class:`SelectedKernel` in leaf order.
-
-  Args:
-    params: any params pytree (Flax Linen dict, ``nnx.State``, Haiku dict,
-      Equinox module).
-    mask: optax-style pytree of booleans (Python, numpy or concrete jnp
-      scalars), or a callable ``params -> mask``; default
-      :func:`default_mask`, which warns when it selects nothing.
-    dimension_numbers: pytree (or callable ``params -> pytree``) with a
-      :class:`BortDimensionNumbers`, an int number of trailing output axes,
-      or ``None`` per leaf; default :func:`default_dimension_numbers`.
-  """
-  leaves_with_path = jax.tree_util.tree_flatten_with_path(params)[0]
-  flat_mask = _aligned("mask", default_mask(params) if mask is None else
-                       _resolve(mask, params), params)
-  dims = (default_dimension_numbers(params) if dimension_numbers is None else
-          _resolve(dimension_numbers, params))
-  flat_dims = _aligned(
-      "dimension_numbers", dims, params,
-      is_leaf=lambda x: x is None or _is_dimension_numbers(x))
-  selected = []
-  for (path, leaf), chosen, dim in zip(leaves_with_path, flat_mask, flat_dims):
-    name = path_name(path)
-    if _as_bool(chosen, name):
-      dim = _as_dimension_numbers(dim)
-      kernel_axes(jnp.shape(leaf), dim, name)  # validate eagerly
-      selected.append(SelectedKernel(path, name, leaf, dim))
-  if mask is None and not selected and leaves_with_path:
-    _warn_nothing_selected(leaves_with_path)
-  return selected
 
 
 # ------------------------------------------------------------ hyperparameters
@@ -339,9 +86,20 @@ def _check_mode(mode):
 
 
 def _check_nonnegative(name, value):
-  """Refuses negative, NaN and infinite ``lam`` / ``weight_decay`` eagerly."""
-  if callable(value) or isinstance(value, jax.core.Tracer):
-    return  # schedules and traced values: see _poisoned
+  """Refuses a negative, NaN or infinite ``lam`` / ``weight_decay`` /
+  ``learning_rate`` eagerly: a number, a concrete array, or a schedule's value
+  at step 0 (later steps of a schedule are checked under jit: _poisoned)."""
+  if callable(value):
+    first = value(jnp.zeros([], jnp.int32))
+    if isinstance(first, jax.core.Tracer) or np.ndim(first) != 0:
+      return  # traced, or not a scalar schedule: left to the update
+    if not math.isfinite(float(first)) or float(first) < 0:
+      raise ValueError(f"{name} must be >= 0 at every step, got "
+                       f"{float(first)!r} at step 0 from the schedule "
+                       f"{value!r}.")
+    return
+  if isinstance(value, jax.core.Tracer):
+    return  # traced values: see _poisoned
   if isinstance(value, (numbers.Number, jax.Array, np.ndarray)) and not (
       isinstance(value, bool)) and np.ndim(value) == 0:
     if not (math.isfinite(float(value)) and float(value) >= 0):
@@ -365,8 +123,22 @@ def _poisoned(value, valid):
   return jnp.where(valid(value) & jnp.isfinite(value), value, jnp.nan)
 
 
+def _checked_learning_rate(learning_rate):
+  """``learning_rate`` as the aliases pass it to optax: refused eagerly when it
+  is a number (or a schedule at step 0) that is negative or not finite; a
+  schedule's later steps and a traced value (``inject_hyperparams`` under
+  jit) are poisoned like λ, so such a step makes every update NaN."""
+  _check_nonnegative("learning_rate", learning_rate)
+  nonnegative = lambda v: v >= 0
+  if callable(learning_rate):
+    return lambda count: _poisoned(learning_rate(count), nonnegative)
+  if isinstance(learning_rate, jax.core.Tracer):
+    return _poisoned(learning_rate, nonnegative)
+  return learning_rate
+
+
 def _correction_2d(k: jax.Array, amplitude, mode: str) -> jax.Array:
-  """Δ on the (fan_in, out) matrix ``k = Wᵀ``; formulas in DESIGN.md."""
+  """Δ on the (fan_in, out) matrix ``k = Wᵀ`` (see :func:`bort_correction`)."""
   n, m = k.shape  # fan_in, out
   col_sq = jnp.sum(k * k, axis=0)  # ‖w_j‖² per output unit j (rows of W)
   if isinstance(amplitude, str):  # 'ada': (mean_j ‖w_j‖)², constant this step
@@ -410,6 +182,14 @@ def bort_correction(kernel: jax.Array, *, amplitude: Union[float, str] = 1.0,
                     dimension_numbers=None) -> jax.Array:
   """The Bort correction ``Δ`` of Eq. (10) for one kernel.
 
+  With ``W`` the paper's (out, fan_in) matrix (rows = output units) and ``c``
+  the amplitude, the modes of the authors' code are: ``l2-full``
+  ``W Wᵀ W − cW`` (Eq. 10, the gradient of ``¼‖WᵀW − cI‖²_F``), ``l2-row``
+  ``((WWᵀ)⊙I)W − cW``, ``l2-col`` ``W((WᵀW)⊙I) − cW``, ``l1-fullrow``
+  ``sign(WWᵀ − cI)W``, ``l1-fullcol`` ``W sign(WᵀW − cI)``, and ``l1-row`` /
+  ``l1-col`` the diagonal-only versions of the last two. ``Δ`` is returned in
+  the kernel's layout (``Wᵀ`` for a Flax kernel).
+
   Args:
     kernel: a kernel; by default its last ``n_out_axes`` axes are outputs.
     amplitude: ``c`` in ``W Wᵀ W − c W``, a finite float > 0, or ``'ada'``
@@ -422,6 +202,18 @@ def bort_correction(kernel: jax.Array, *, amplitude: Union[float, str] = 1.0,
   Returns:
     ``Δ`` with the kernel's shape and dtype; computed in float32 for
     lower-precision kernels.
+
+  Examples:
+    >>> import jax.numpy as jnp, bort_jax
+    >>> q = jnp.array([[0.6, -0.8], [0.8, 0.6], [0.0, 0.0]])  # WᵀW = I
+    >>> float(jnp.abs(bort_jax.bort_correction(q)).max()) < 1e-6
+    True
+    >>> bort_jax.bort_correction(2 * jnp.eye(2)).tolist()  # 8I − 2I
+    [[6.0, 0.0], [0.0, 6.0]]
+    >>> # A PyTorch Linear weight (out, in): outputs on axis 0.
+    >>> dims = bort_jax.BortDimensionNumbers(output_axis=0)
+    >>> bort_jax.bort_correction(q.T, dimension_numbers=dims).shape
+    (2, 3)
   """
   _check_mode(mode)
   _check_amplitude(amplitude)
@@ -432,7 +224,7 @@ def bort_correction(kernel: jax.Array, *, amplitude: Union[float, str] = 1.0,
                        f"kernel of shape {kernel.shape}, got {n_out_axes}.")
     dimension_numbers = n_out_axes
   return _correction(kernel, amplitude, mode,
-                     _as_dimension_numbers(dimension_numbers), "kernel")
+                     as_dimension_numbers(dimension_numbers), "kernel")
 
 
 def _value_at(value_or_schedule, count, valid):
@@ -484,6 +276,22 @@ def add_bort_correction(
   Returns:
     An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
     ``None`` leaves in the updates pass through.
+
+  Examples:
+    Decoupled Bort with AdamW-style decay on the kernels, as :func:`bort_adamw`
+    builds it:
+
+    >>> import jax.numpy as jnp, optax, bort_jax
+    >>> tx = optax.chain(
+    ...     optax.scale_by_adam(),
+    ...     bort_jax.add_bort_correction(0.1, weight_decay=1e-4),
+    ...     optax.scale_by_learning_rate(1e-3))
+    >>> params = {"kernel": 2 * jnp.eye(2)}
+    >>> updates, _ = tx.update({"kernel": jnp.zeros((2, 2))}, tx.init(params),
+    ...                        params)
+    >>> # −lr·(λ·(8 − 2) + wd·2) on the diagonal; Adam's step is 0 for g = 0
+    >>> [round(float(u), 7) for u in updates["kernel"].diagonal()]
+    [-0.0006002, -0.0006002]
   """
   _check_mode(mode)
   _check_amplitude(amplitude)
@@ -553,18 +361,64 @@ def bort(
   """Bort's correction ``lam·Δ(W)`` (Eq. 10) as a chainable transform.
 
   ``optax.chain(bort(lam), optax.adamw(lr))`` adds the term to the gradient
-  before the optimizer, so Adam rescales it (the coupled variant). The paper's
-  Bort-A / Bort-L add it after the scaling instead: use :func:`bort_adamw` /
-  :func:`bort_lamb` for those.
+  before the optimizer, so Adam rescales it together with the gradient (the
+  coupled variant: λ's effective strength then depends on the gradient's
+  scale). The paper's Bort-A / Bort-L add it after Adam's scaling instead:
+  use :func:`bort_adamw` / :func:`bort_lamb` for those.
+
+  Args:
+    lam: the constraint coefficient λ >= 0, a float or an optax schedule.
+    amplitude: ``c`` in ``W Wᵀ W − c W``: a finite float > 0 or ``'ada'``.
+    mode: one of :data:`MODES`.
+    mask: optax-style pytree of booleans, or a callable ``params -> mask``;
+      default :func:`default_mask` (Flax leaves named ``kernel``).
+    dimension_numbers: per-leaf :class:`BortDimensionNumbers` (or callable);
+      default :func:`default_dimension_numbers`.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, bort_jax
+    >>> params = {"dense": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}
+    >>> tx = optax.chain(bort_jax.bort(0.1), optax.adamw(1e-3))
+    >>> state = tx.init(params)
+    >>> grads = {"dense": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)}}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> bool((updates["dense"]["kernel"] != 0).all())  # the Bort term
+    True
+    >>> bool((updates["dense"]["bias"] == 0).all())  # biases are left alone
+    True
   """
   return add_bort_correction(lam, amplitude=amplitude, mode=mode, mask=mask,
                              dimension_numbers=dimension_numbers)
 
 
+def _lam_keyword_only(alias):
+  """Makes a positional ``lam`` a TypeError that says how to call ``alias``.
+
+  optax's habit puts momentum / b1 second (``optax.sgd(lr, 0.9)``); here the
+  second argument would silently be λ, so ``lam`` is keyword-only and a
+  second positional argument gets a message naming it.
+  """
+  @functools.wraps(alias)
+  def wrapper(*args, **kwargs):
+    if len(args) > 1:
+      raise TypeError(
+          f"{alias.__name__}() takes lam as a keyword argument only, got "
+          f"{len(args)} positional arguments {args!r}: call e.g. "
+          f"{alias.__name__}({args[0]!r}, lam={args[1]!r}) "
+          f"(optax's habit of passing momentum or b1 second does not "
+          f"apply: name them, e.g. bort_sgd(0.01, lam=0.1, momentum=0.9)).")
+    return alias(*args, **kwargs)
+  return wrapper
+
+
+@_lam_keyword_only
 def bort_sgd(
     learning_rate: ScalarOrSchedule,
-    lam: ScalarOrSchedule,
     *,
+    lam: ScalarOrSchedule,
     momentum: Optional[float] = None,
     nesterov: bool = False,
     weight_decay: ScalarOrSchedule = 0.0,
@@ -575,23 +429,65 @@ def bort_sgd(
 ) -> optax.GradientTransformation:
   """Bort-S: ``g + lam·Δ(W) + wd·W``, then torch-style momentum, then ``−lr``.
 
-  With ``lam=0`` this is exactly ``optax.chain(optax.add_decayed_weights(wd,
-  mask), optax.sgd(lr, momentum, nesterov))``. ``momentum=None`` (the
-  default, as in ``optax.sgd``) keeps no momentum buffer. ``amplitude``,
-  ``mode`` and ``dimension_numbers`` are those of :func:`add_bort_correction`.
+  The paper's Bort-S (the authors' ``BortS``): the term is added to the
+  gradient before momentum. With ``lam=0`` this is exactly
+  ``optax.chain(optax.add_decayed_weights(wd, mask), optax.sgd(lr, momentum,
+  nesterov))``. ``lam`` is keyword-only (``bort_sgd(0.01, 0.9)`` raises a
+  TypeError rather than meaning λ = 0.9).
+
+  ``weight_decay`` acts only on the leaves Bort acts on (``mask``, default
+  Flax kernels), as the authors' optimizers decay only conv/linear weights.
+  To decay every leaf as ``optax.add_decayed_weights(wd)`` does, pass
+  ``weight_decay=0.0`` and chain that before:
+  ``optax.chain(optax.add_decayed_weights(wd), bort_sgd(lr, lam=lam))``.
+
+  Args:
+    learning_rate: a finite float >= 0 or an optax schedule.
+    lam: the constraint coefficient λ >= 0 (float or schedule); keyword-only.
+    momentum: SGD momentum; ``None`` (default, as in ``optax.sgd``) keeps no
+      momentum buffer.
+    nesterov: Nesterov momentum.
+    weight_decay: L2 weight decay >= 0 on the masked leaves (float or
+      schedule), added to the gradient like the Bort term.
+    mask, amplitude, mode, dimension_numbers: as in :func:`bort`.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+  Raises:
+    TypeError: ``lam`` passed positionally.
+    ValueError: a negative or non-finite ``learning_rate``, ``lam`` or
+      ``weight_decay`` (a schedule: at step 0; later steps give NaN updates).
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, bort_jax
+    >>> params = {"conv": {"kernel": 2 * jnp.eye(3)[None, None]}}  # (1,1,3,3)
+    >>> tx = bort_jax.bort_sgd(0.01, lam=0.1, momentum=0.9)
+    >>> state = tx.init(params)
+    >>> grads = {"conv": {"kernel": jnp.zeros((1, 1, 3, 3))}}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> # −lr·λ·(K Kᵀ K − K) = −0.01 · 0.1 · (8 − 2) on the diagonal (Eq. 10)
+    >>> [round(float(u), 6) for u in updates["conv"]["kernel"][0, 0].diagonal()]
+    [-0.006, -0.006, -0.006]
+    >>> bort_jax.bort_sgd(0.01, 0.9)
+    Traceback (most recent call last):
+    ...
+    TypeError: bort_sgd() takes lam as a keyword argument only, ...
   """
   return optax.chain(
       add_bort_correction(lam, weight_decay=weight_decay, amplitude=amplitude,
                           mode=mode, mask=mask,
                           dimension_numbers=dimension_numbers),
-      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+      optax.sgd(_checked_learning_rate(learning_rate), momentum=momentum,
+                nesterov=nesterov),
   )
 
 
+@_lam_keyword_only
 def bort_adamw(
     learning_rate: ScalarOrSchedule,
-    lam: ScalarOrSchedule,
     *,
+    lam: ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -603,25 +499,66 @@ def bort_adamw(
 ) -> optax.GradientTransformation:
   """Bort-A: Adam's scaled update ``+ wd·W + lam·Δ(W)`` (decoupled), then ``−lr``.
 
-  With ``lam=0`` this is exactly ``optax.adamw(lr, b1, b2, eps,
-  weight_decay=wd, mask=default_mask)``.
+  The paper's Bort-A (the authors' ``BortA``): the term sits next to AdamW's
+  decoupled weight decay, after Adam's scaling, so λ stays an absolute rate
+  (unlike the coupled ``optax.chain(bort(lam), optax.adamw(lr))``). With
+  ``lam=0`` this is exactly ``optax.adamw(lr, b1, b2, eps, weight_decay=wd,
+  mask=default_mask)``. ``lam`` is keyword-only.
 
-  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
-  :func:`add_bort_correction`.
+  ``weight_decay`` acts only on the leaves Bort acts on (``mask``, default
+  Flax kernels), as the authors' optimizers decay only conv/linear weights.
+  So ``bort_adamw(lr, lam=0.0)`` is not ``optax.adamw(lr)``, which decays
+  biases and norm scales too. Bort-A with optax's decay on every leaf is
+  ``optax.chain(optax.scale_by_adam(), bort(lam), optax.add_decayed_weights(
+  wd), optax.scale_by_learning_rate(lr))`` (see Examples).
+
+  Args:
+    learning_rate: a finite float >= 0 or an optax schedule.
+    lam: the constraint coefficient λ >= 0 (float or schedule); keyword-only.
+    b1, b2, eps: Adam's, as in ``optax.adamw``.
+    weight_decay: decoupled weight decay >= 0 on the masked leaves (float or
+      schedule); default 1e-4 as ``optax.adamw``.
+    mask, amplitude, mode, dimension_numbers: as in :func:`bort`.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+  Raises:
+    TypeError: ``lam`` passed positionally.
+    ValueError: a negative or non-finite ``learning_rate``, ``lam`` or
+      ``weight_decay`` (a schedule: at step 0; later steps give NaN updates).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, bort_jax
+    >>> params = {"dense": {"kernel": jnp.ones((4, 2)), "bias": jnp.ones(2)}}
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> def step(tx):
+    ...   return tx.update(grads, tx.init(params), params)[0]
+    >>> bias = step(bort_jax.bort_adamw(1e-3, lam=0.0, weight_decay=0.1))[
+    ...     "dense"]["bias"]  # −lr·adam(g): no decay on it, unlike optax.adamw
+    >>> [round(float(b), 5) for b in bias]
+    [-0.001, -0.001]
+    >>> ours = optax.chain(optax.scale_by_adam(), bort_jax.bort(0.0),
+    ...                    optax.add_decayed_weights(0.1),
+    ...                    optax.scale_by_learning_rate(1e-3))
+    >>> jax.tree.map(lambda a, b: bool((a == b).all()), step(ours),
+    ...              step(optax.adamw(1e-3, weight_decay=0.1)))
+    {'dense': {'bias': True, 'kernel': True}}
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       add_bort_correction(lam, weight_decay=weight_decay, amplitude=amplitude,
                           mode=mode, mask=mask,
                           dimension_numbers=dimension_numbers),
-      optax.scale_by_learning_rate(learning_rate),
+      optax.scale_by_learning_rate(_checked_learning_rate(learning_rate)),
   )
 
 
+@_lam_keyword_only
 def bort_lamb(
     learning_rate: ScalarOrSchedule,
-    lam: ScalarOrSchedule,
     *,
+    lam: ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -633,11 +570,39 @@ def bort_lamb(
 ) -> optax.GradientTransformation:
   """Bort-L: ``lam·Δ(W)`` next to LAMB's weight decay, before the trust ratio.
 
-  With ``lam=0`` this is exactly ``optax.lamb(lr, b1, b2, eps,
-  weight_decay=wd, mask=default_mask)``.
+  The paper's Bort-L. With ``lam=0`` this is exactly ``optax.lamb(lr, b1, b2,
+  eps, weight_decay=wd, mask=default_mask)``. ``lam`` is keyword-only.
 
-  ``amplitude``, ``mode`` and ``dimension_numbers`` are those of
-  :func:`add_bort_correction`.
+  ``weight_decay`` acts only on the leaves Bort acts on (``mask``, default
+  Flax kernels), so ``bort_lamb(lr, lam=0.0)`` is not ``optax.lamb(lr)``.
+  With optax's decay on every leaf: ``optax.chain(optax.scale_by_adam(eps=
+  1e-6), bort(lam), optax.add_decayed_weights(wd),
+  optax.scale_by_trust_ratio(), optax.scale_by_learning_rate(lr))``.
+
+  Args:
+    learning_rate: a finite float >= 0 or an optax schedule.
+    lam: the constraint coefficient λ >= 0 (float or schedule); keyword-only.
+    b1, b2, eps: Adam's, as in ``optax.lamb``.
+    weight_decay: weight decay >= 0 on the masked leaves (float or schedule),
+      before the trust ratio as in ``optax.lamb``.
+    mask, amplitude, mode, dimension_numbers: as in :func:`bort`.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose ``update`` needs ``params``.
+
+  Raises:
+    TypeError: ``lam`` passed positionally.
+    ValueError: a negative or non-finite ``learning_rate``, ``lam`` or
+      ``weight_decay`` (a schedule: at step 0; later steps give NaN updates).
+
+  Examples:
+    >>> import optax, bort_jax
+    >>> tx = bort_jax.bort_lamb(optax.cosine_decay_schedule(5e-3, 1000),
+    ...                         lam=2e-5, weight_decay=2e-3)
+    >>> bort_jax.bort_lamb(float("nan"), lam=2e-5)
+    Traceback (most recent call last):
+    ...
+    ValueError: learning_rate must be >= 0, got nan ...
   """
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
@@ -645,5 +610,5 @@ def bort_lamb(
                           mode=mode, mask=mask,
                           dimension_numbers=dimension_numbers),
       optax.scale_by_trust_ratio(),
-      optax.scale_by_learning_rate(learning_rate),
+      optax.scale_by_learning_rate(_checked_learning_rate(learning_rate)),
   )

@@ -15,12 +15,11 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bort_jax import report
+from experiments import _cli
 from experiments.configs import quickstart as quickstart_config
 
 
@@ -47,7 +46,6 @@ def define_flags():
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   out_dir = report.check_writable(flags.FLAGS.out or flags.FLAGS.workdir)
   runs = report.find_runs(flags.FLAGS.workdir)
   results = report.build(
@@ -60,4 +58,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  _cli.run(main)

@@ -10,7 +10,7 @@ Trains every model of ``config.models`` with every optimizer of
 report with the paper's claims checked (``WORKDIR/report.md``,
 ``report.json``, figures). ``--docs_dir`` also writes the README's demo
 section (``DOCS_DIR/demo.md``, ending with ``DOCS_DIR/demo_choices.md`` when
-``experiments.demo_choices`` wrote one) and three of its figures.
+``studies.demo_choices`` wrote one) and three of its figures.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import shutil
 import sys
 import time
 
-from absl import app
 from absl import flags
-from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
 from bort_jax import report
+from experiments import _cli
 from experiments import explain as explain_cli
 from experiments.configs import quickstart as quickstart_config
 
@@ -113,7 +112,7 @@ def write_docs(results: dict, workdir: str, docs_dir: str) -> str:
                     os.path.join(docs_dir, "figures", f"demo_{source}"))
     embedded[f"{model['label']}: {what}"] = f"figures/demo_{source}"
   snippet = report.demo_snippet(results, embedded)
-  choices = os.path.join(docs_dir, "demo_choices.md")  # experiments.demo_choices
+  choices = os.path.join(docs_dir, "demo_choices.md")  # studies.demo_choices
   if os.path.isfile(choices):
     with open(choices, encoding="utf-8") as f:
       snippet += "\n" + f.read()
@@ -132,7 +131,6 @@ def define_flags():
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   config, workdir = flags.FLAGS.config, flags.FLAGS.workdir
   report.check_writable(workdir)
   run_dirs, train_seconds = train_runs(
@@ -157,4 +155,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  _cli.run(main)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import sys
 
-from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from bort_jax import report
+from experiments import _cli
 from experiments import explain as explain_cli
 from experiments import quickstart
 from experiments.configs import quickstart as quickstart_config
@@ -97,7 +96,6 @@ def define_flags():
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.WARNING)  # PAIR's XRAI logs every image
   f = flags.FLAGS
   workdir = report.check_writable(f.workdir)
   configs = run_configs(f.dataset, f.data_dir, width=f.width,
@@ -117,4 +115,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  _cli.run(main)

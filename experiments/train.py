@@ -1,4 +1,4 @@
-"""Train a config of experiments/configs on 1 device, N devices or N hosts.
+r"""Train a config of experiments/configs on 1 device, N devices or N hosts.
 
   python -m experiments.train --config experiments/configs/<name>.py \
       --workdir DIR [--config.key=value ...] [--allow_config_change]
@@ -16,7 +16,9 @@ steps from DIR instead of compiling them again.
 SIGINT/SIGTERM save a checkpoint at the next step and exit with status 75
 (EX_TEMPFAIL: run the command again to resume); a second run on a busy
 workdir, a changed config without ``--allow_config_change`` and a diverged
-run exit with status 1 and a message.
+run exit with status 1 and a message. A bad flag or config key exits with
+status 2 and one line. Third-party INFO logs (orbax, jax) are off unless
+``--verbosity=0``.
 """
 
 import ast
@@ -26,6 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from bort_jax.train import schema
+from experiments import _cli
 
 # Keys of these sub-dicts are added after parsing (config_flags can only
 # override keys the config already has).
@@ -57,7 +60,10 @@ def split_open_overrides(argv):
   return overrides, rest
 
 
-_OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+try:
+  _OPEN_OVERRIDES, _ARGV = split_open_overrides(sys.argv)
+except app.UsageError:  # reported in one line when the flags are parsed
+  _OPEN_OVERRIDES, _ARGV = [], sys.argv
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().",
     lock_config=False,  # the schema locks itself, leaving OPEN_DICTS open
@@ -82,7 +88,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from bort_jax import train  # after flag parsing: JAX starts here
+  # After flag parsing: JAX starts here.
+  from bort_jax import train  # pylint: disable=g-import-not-at-top
+  from bort_jax.train import optimizers  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   for name, key, value in _OPEN_OVERRIDES:
@@ -90,6 +98,11 @@ def main(argv):
   if _DISTRIBUTED.value or _COORDINATOR.value:
     train.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                  _PROCESS_ID.value)
+  try:  # a bad value is a usage error, not a traceback
+    schema.check_config(config)
+    optimizers.create_optimizer(config, config.learning_rate)  # names, modes
+  except ValueError as e:
+    raise app.UsageError(f"--config: {e}") from e
   try:
     final = train.train_and_evaluate(
         config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
@@ -104,5 +117,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: flags.FLAGS(
-      split_open_overrides(argv)[1]))
+  _cli.run(main, parse=lambda argv: flags.FLAGS(split_open_overrides(argv)[1]))

@@ -1,11 +1,11 @@
-"""The variants experiments.audit_explainers measures, against loops of the
+"""The variants studies.audit_explainers measures, against loops of the
 public explainers (the authors' AUC, now ``explain.normalized_auc``, is
 tested in test_explain_metrics.py)."""
 
 import numpy as np
 
 from bort_jax import explain
-from experiments import audit_explainers as audit
+from studies import audit_explainers as audit
 import explain_fixtures as F
 
 

@@ -200,9 +200,9 @@ def test_reduced_decode_keeps_the_draws_and_stays_close_to_full_decode():
 
 def test_the_split_pipeline_reproduces_the_float_host_path_draw_for_draw():
   """Same rng: the new uint8 view + device finish equals the old float host path
-  (experiments/input_baseline.py) everywhere but inside the erased box, whose noise
+  (benchmarks/input_baseline.py) everywhere but inside the erased box, whose noise
   now comes from the device."""
-  from experiments import input_baseline
+  from benchmarks import input_baseline
   jpeg = _jpeg(240, 320, seed=1)
   plan = augment.make_plan({"random_resized_crop": True, "flip": True,
                             "rand_augment": "rand-m9-mstd0.5", "color_jitter": 0.3,

@@ -1,4 +1,4 @@
-"""experiments.demo_choices: the table of verdicts and accuracies built from
+"""studies.demo_choices: the table of verdicts and accuracies built from
 report.json files the report package writes."""
 
 import pathlib
@@ -6,12 +6,12 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
+  sys.path.insert(0, str(REPO))  # `studies` is a folder, not installed
 
 from bort_jax import report  # noqa: E402
 from bort_jax.report.build import claims  # noqa: E402
 from bort_jax.report.stats import Difference  # noqa: E402
-from experiments import demo_choices  # noqa: E402
+from studies import demo_choices  # noqa: E402
 
 
 def _difference(name, low, high, better="lower"):

@@ -13,7 +13,7 @@ from scipy import ndimage
 from bort_jax import explain
 from bort_jax.explain import attribution
 import explain_fixtures as F
-from experiments import pair_numpy
+import pair_numpy
 
 
 def test_cam_equals_formula():
@@ -52,7 +52,8 @@ def test_integrated_gradients_completeness():
   x = F.random_images(3, 8, 2, seed=3)
   baseline = 0.1 * F.random_images(1, 8, 2, seed=9)
   attributions = explain.integrated_gradients(model, x, baseline=baseline,
-                                              steps=128, batch_size=32)
+                                              steps=128, batch_size=32,
+                                              per_channel=True)
   logits, base_logits = model(x), model(jnp.broadcast_to(baseline, x.shape))
   target = jnp.argmax(logits, -1)
   gap = (logits - base_logits)[jnp.arange(3), target]
@@ -70,7 +71,8 @@ def test_integrated_gradients_is_the_trapezoid_of_jax_grad():
   target = jnp.array([1, 3])
   steps = 10
   got = explain.integrated_gradients(model, x, target, baseline=baseline,
-                                     steps=steps, batch_size=4)
+                                     steps=steps, batch_size=4,
+                                     per_channel=True)
   grad = jax.jit(jax.grad(
       lambda images: model(images)[jnp.arange(2), target].sum()))
   total = np.zeros(x.shape, np.float64)
@@ -79,13 +81,19 @@ def test_integrated_gradients_is_the_trapezoid_of_jax_grad():
     total += weight * np.asarray(grad(baseline + (i / steps) * (x - baseline)))
   want = total * np.asarray(x - baseline)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  # The default map is Σ_c |a_c| of the same attributions.
+  np.testing.assert_allclose(
+      explain.integrated_gradients(model, x, target, baseline=baseline,
+                                   steps=steps, batch_size=4),
+      np.abs(want).sum(-1), rtol=1e-5, atol=1e-5)
 
 
 def test_integrated_gradients_agrees_with_pair():
   model = F.two_layer(seed=4)
   x = F.random_images(2, 8, 2, seed=4)
   ours = explain.integrated_gradients(model, x, target=1, steps=64,
-                                      batch_size=13)  # 65 points: 5 chunks
+                                      batch_size=13,  # 65 points: 5 chunks
+                                      per_channel=True)
   call = attribution.pair_call_model_function(model)
   ig = saliency_core.IntegratedGradients()
   for b in range(2):
@@ -203,7 +211,8 @@ def test_guided_ig_agrees_with_pair(steps, max_dist, fraction, baseline):
   model = F.two_layer(seed=6)
   x = F.random_images(2, 8, 2, seed=6)
   ours = explain.guided_ig(model, x, steps=steps, max_dist=max_dist,
-                           fraction=fraction, baseline=baseline)
+                           fraction=fraction, baseline=baseline,
+                           per_channel=True)
   predicted = np.asarray(model(x)).argmax(-1)
   base = None if baseline is None else np.full(x.shape[1:], baseline)
   for b in range(2):

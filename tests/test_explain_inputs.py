@@ -106,7 +106,8 @@ def test_black_box_explainers_take_a_plain_callable():
     np.testing.assert_allclose(call(as_function), call(module), rtol=1e-5,
                                atol=1e-6, err_msg=name)
   assert explain.xrai(_logits, x[:1], steps=4, batch_size=4).shape == (1, 8, 8)
-  ig = explain.integrated_gradients(_logits, x, target=1, steps=64)
+  ig = explain.integrated_gradients(_logits, x, target=1, steps=64,
+                                    per_channel=True)
   gap = _logits(x)[:, 1] - _logits(jnp.zeros_like(x))[:, 1]
   np.testing.assert_allclose(ig.sum(axis=(1, 2, 3)), gap, rtol=1e-3)
 
@@ -117,35 +118,35 @@ _INF_X = _X.at[1, 3, 4, 1].set(jnp.inf)
 _MAP = np.asarray(_X[..., 0])
 
 
-def _every_explainer(x, model=None):
-  model = F.two_layer(seed=1) if model is None else model
-  good = _X
+def _explainers_on(model, x, saliency):
+  """Every explainer entry point that takes images, on ``model`` and ``x``."""
   return {
       "reconstruct": lambda: explain.reconstruct(model, x, layer=2),
       "reconstruction_ratios": lambda: explain.reconstruction_ratios(model, x),
       "sat": lambda: explain.sat(model, x, layer=2, k=2),
       "decompose": lambda: explain.decompose(model, x, layer=2, k=2),
       "synthesize_adversarial": lambda: explain.synthesize_adversarial(
-          model, good, x, layer=2, k=2),
+          model, x, x, layer=2, k=2),
       "adversarial_success_rate": lambda: explain.adversarial_success_rate(
-          model, x, good),
+          model, x, x),
       "cam": lambda: explain.cam(model, x),
-      "integrated_gradients": lambda: explain.integrated_gradients(model, x),
+      "integrated_gradients": lambda: explain.integrated_gradients(
+          model, x, steps=2),
       "rise": lambda: explain.rise(model, x, num_masks=4),
-      "xrai": lambda: explain.xrai(model, x),
+      "xrai": lambda: explain.xrai(model, x, steps=2),
       "guided_ig": lambda: explain.guided_ig(model, x, steps=2),
       "deletion_insertion": lambda: explain.deletion_insertion(
-          model, x, _MAP, step=16),
+          model, x, saliency, step=16),
   }
 
 
-@pytest.mark.parametrize("name", sorted(_every_explainer(_X)))
+@pytest.mark.parametrize("name", sorted(_explainers_on(None, _X, _MAP)))
 def test_non_finite_pixels_are_rejected(name):
   for x, where, value in [(_NAN_X, r"\(0, 1, 2, 0\)", "nan"),
                           (_INF_X, r"\(1, 3, 4, 1\)", "inf")]:
     with pytest.raises(ValueError, match=rf"must hold finite values only; got "
                        rf"{value} at index {where}"):
-      _every_explainer(x)[name]()
+      _explainers_on(F.two_layer(seed=1), x, _MAP)[name]()
 
 
 @pytest.mark.parametrize("name", ["cam", "integrated_gradients", "rise",
@@ -197,3 +198,103 @@ def test_a_non_finite_map_from_finite_inputs_is_caught():
   with pytest.raises(FloatingPointError,
                      match="integrated_gradients produced .* non-finite"):
     explain.integrated_gradients(sqrt_model, _X, steps=2)
+
+
+# --- layout, one saliency rank, empty batches, non-finite logits
+
+
+_NHWC = F.random_images(2, 12, 1, seed=5)  # grey images, as patch_detector's
+_NCHW = jnp.transpose(_NHWC, (0, 3, 1, 2))  # (2, 1, 12, 12)
+
+
+@pytest.mark.parametrize("name", sorted(_explainers_on(None, _X, _MAP)))
+def test_channels_first_batches_are_refused_naming_both_shapes(name):
+  call = _explainers_on(F.patch_detector(), _NCHW, np.ones((2, 12, 12)))[name]
+  with pytest.raises(ValueError, match=r"got shape \(2, 1, 12, 12\); it looks "
+                     r"channels-first .* NHWC would be \(2, 12, 12, 1\)"):
+    call()
+
+
+class _DeclaresChannels(F.PixelLinear):
+  """A black-box model that declares the channel count it takes."""
+
+  def __init__(self, weights):
+    super().__init__(weights)
+    self.in_channels = weights.shape[-1]
+
+
+def test_a_declared_channel_count_decides_the_layout():
+  # (2, 3, 8, 8) reads as channels-first unless the model says it takes 8
+  # channels: then it is 3x8 NHWC images.
+  x = F.random_images(2, 8, 8, seed=2)[:, :3]
+  assert x.shape == (2, 3, 8, 8)
+  eight = _DeclaresChannels(np.ones((3, 8, 8)))
+  assert explain.integrated_gradients(eight, x, steps=2).shape == (2, 3, 8)
+  with pytest.raises(ValueError, match=r"looks channels-first"):
+    explain.integrated_gradients(lambda images: eight(images), x, steps=2)
+  three = _DeclaresChannels(np.ones((8, 8, 3)))
+  with pytest.raises(ValueError, match=r"with 3 channels, got shape "
+                     r"\(2, 3, 8, 8\); it looks channels-first .* NHWC would "
+                     r"be \(2, 8, 8, 3\)"):
+    explain.rise(three, x, num_masks=2)
+
+
+@pytest.mark.parametrize("name", sorted(_explainers_on(None, _X, _MAP)))
+def test_an_empty_batch_is_one_clear_error(name):
+  call = _explainers_on(F.two_layer(seed=1), _X[:0], _MAP[:0])[name]
+  with pytest.raises(ValueError, match=r"must hold at least one image, got "
+                     r"shape \(0, 8, 8, 2\)"):
+    call()
+
+
+def test_saliency_is_one_rank_with_per_channel_on_request():
+  model = F.two_layer(seed=1)
+  maps = {
+      "sat": explain.sat(model, _X, layer=2, k=2),
+      "cam": explain.cam(model, _X),
+      "rise": explain.rise(model, _X, num_masks=4),
+      "xrai": explain.xrai(model, _X[:1], steps=2),
+      "integrated_gradients": explain.integrated_gradients(model, _X, steps=2),
+      "guided_ig": explain.guided_ig(model, _X, steps=2),
+  }
+  for name, saliency in maps.items():
+    assert saliency.shape == (saliency.shape[0], 8, 8), name
+  for method in (explain.integrated_gradients, explain.guided_ig):
+    per_channel = method(model, _X, steps=2, per_channel=True)
+    assert per_channel.shape == _X.shape
+    np.testing.assert_allclose(explain.reduce_channels(per_channel),
+                               method(model, _X, steps=2), rtol=1e-6)
+    # deletion/insertion takes the map, and names both shapes for the rest.
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 8\) for images of "
+                       r"shape \(2, 8, 8, 2\); got \(2, 8, 8, 2\) \(per-channel"
+                       r" attributions: reduce them with "
+                       r"explain.reduce_channels\)"):
+      explain.deletion_insertion(model, _X, per_channel, step=16)
+
+
+def _nan_for_class_1(x):
+  """Class 0's logit depends on x; class 1's is NaN."""
+  s = jnp.tanh(jnp.sum(x * jnp.linspace(-1.0, 1.0, x.shape[-1]),
+                       axis=(1, 2, 3)))
+  return jnp.stack([s, jnp.full_like(s, jnp.nan)], axis=-1)
+
+
+@pytest.mark.parametrize("name", ["integrated_gradients", "guided_ig", "xrai",
+                                  "rise", "deletion_insertion"])
+def test_black_box_explainers_refuse_non_finite_logits(name):
+  calls = {
+      "integrated_gradients": lambda: explain.integrated_gradients(
+          _nan_for_class_1, _X, target=0, steps=2),
+      "guided_ig": lambda: explain.guided_ig(_nan_for_class_1, _X, target=0,
+                                             steps=2),
+      "xrai": lambda: explain.xrai(_nan_for_class_1, _X[:1], target=0,
+                                   steps=2),
+      "rise": lambda: explain.rise(_nan_for_class_1, _X, target=0,
+                                   num_masks=4),
+      "deletion_insertion": lambda: explain.deletion_insertion(
+          _nan_for_class_1, _X, _MAP, step=16, target=0),
+  }
+  with pytest.raises(ValueError, match=r"the model's logits on x \(image, "
+                     r"class\) must hold finite values only; got nan at index "
+                     r"\(0, 1\) \([12] non-finite of [24]\)"):
+    calls[name]()

@@ -148,7 +148,9 @@ def test_endpoints_are_the_model_scores_and_channels_move_together():
   model = F.two_layer(seed=8)
   x = F.random_images(3, 8, 2, seed=8)
   saliency = F.random_images(3, 8, 2, seed=9)  # (N, H, W, C): Σ|·| over C
-  result = explain.deletion_insertion(model, x, saliency, step=5)
+  result = explain.deletion_insertion(model, x,
+                                      explain.reduce_channels(saliency),
+                                      step=5)
   assert result.deletion.shape == (3, 14) and result.insertion_auc.shape == (3,)
   probs = lambda images: np.asarray(jax.nn.softmax(model(images)))
   target = probs(x).argmax(-1)
@@ -187,7 +189,9 @@ def test_errors():
   with pytest.raises(ValueError, match="score must be one of"):
     explain.deletion_insertion(model, IMAGE, np.zeros((1, 2, 2)), step=1,
                                score="softmax")
-  with pytest.raises(ValueError, match="saliency must have shape"):
+  with pytest.raises(ValueError, match=r"saliency must hold one \(H, W\) map "
+                     r"per image, shape \(1, 2, 2\) for images of shape "
+                     r"\(1, 2, 2, 1\); got \(1, 3, 2\)"):
     explain.deletion_insertion(model, IMAGE, np.zeros((1, 3, 2)), step=1)
   for bad in (np.nan, np.inf):
     with pytest.raises(ValueError,

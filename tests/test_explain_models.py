@@ -61,7 +61,7 @@ def test_acnn_small(acnn, images):
                                          batch_size=2), fast,
                              rtol=1e-6)
   assert explain.cam(acnn, x).shape == (2, 28, 28)
-  assert explain.integrated_gradients(acnn, x, steps=8).shape == x.shape
+  assert explain.integrated_gradients(acnn, x, steps=8).shape == (2, 28, 28)
   rise = explain.rise(acnn, x, num_masks=20, batch_size=10)
   assert rise.shape == (2, 28, 28) and np.all(np.isfinite(rise))
   curves = explain.deletion_insertion(acnn, x, fast, step=98)
@@ -71,7 +71,7 @@ def test_acnn_small(acnn, images):
   assert parts.components.shape == (2, 4, 28, 28, 1)
   adv = explain.synthesize_adversarial(acnn, x, x[::-1], layer=5, k=4)
   assert adv.shape == x.shape and np.all(np.isfinite(adv))
-  assert explain.guided_ig(acnn, x[:1], steps=4).shape == (1, 28, 28, 1)
+  assert explain.guided_ig(acnn, x[:1], steps=4).shape == (1, 28, 28)
 
 
 def test_lenet(lenet, images):

@@ -1,7 +1,7 @@
-"""experiments/gpu_session.sh against CLI bitrot, without a GPU or PyTorch.
+"""benchmarks/gpu_session.sh against CLI bitrot, without a GPU or PyTorch.
 
 The script's dry run prints each part (name, time limit, command); every
-``python -m experiments.X ...`` line is handed to that module's ``main`` and
+``python -m benchmarks.X ...`` line is handed to that module's ``main`` and
 stopped right after argparse has read it. So a renamed or removed flag, a bad
 value for a flag checked while parsing (bench_torch's and bench_optimizer's
 model/part/precision/optimizer lists), a missing module or a ``main`` that no
@@ -10,7 +10,7 @@ longer takes ``argv`` fails here, in both the real run and the smoke mode.
 What it cannot catch: anything after parsing (a failure inside a part, checks
 a module makes after ``parse_args``, CUDA-only paths, the device image's other
 jax/flax/torch versions) and how long the parts really take: `bash
-experiments/gpu_session.sh smoke` runs them on the CPU.
+benchmarks/gpu_session.sh smoke` runs them on the CPU.
 """
 
 import argparse
@@ -25,9 +25,9 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
-  sys.path.insert(0, str(REPO))  # `experiments` is a folder, not installed
+  sys.path.insert(0, str(REPO))  # `benchmarks` is a folder, not installed
 
-SCRIPT = REPO / "experiments" / "gpu_session.sh"
+SCRIPT = REPO / "benchmarks" / "gpu_session.sh"
 # The device tool's per-call limit is 600 s; the wheels and the versions line
 # take ~20 s, and a minute is left for the call's own overhead.
 PARTS_BUDGET_S = 520
@@ -92,7 +92,7 @@ def test_the_real_parts_fit_the_device_call_and_smoke_mirrors_them(tmp_path):
   assert sum(limit for _, limit, _ in run) <= PARTS_BUDGET_S
   assert ([(name, module_and_args(command)[0]) for name, _, command in run] ==
           [(name, module_and_args(command)[0]) for name, _, command in smoke])
-  # The parts the issue needs first: ResNet50 Bort-S bf16 vs PyTorch AMP, then
+  # The parts measured first: ResNet50 Bort-S bf16 vs PyTorch AMP, then
   # the goodput of the ACNN-Small Table 1 run.
   assert [name for name, _, _ in run[:2]] == ["bench_torch_bort",
                                               "bench_goodput"]

@@ -106,7 +106,7 @@ def _train_digits_lenet(dtype):
   model = models.create("lenet", num_classes=10, dtype=dtype,
                         rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
   graphdef, params = nnx.split(model, nnx.Param)
-  optimizer = bort_jax.bort_sgd(0.05, 0.1, momentum=0.9, weight_decay=1e-4)
+  optimizer = bort_jax.bort_sgd(0.05, lam=0.1, momentum=0.9, weight_decay=1e-4)
   batches = np.random.default_rng(0).integers(
       0, train_x.shape[0], (DIGITS_STEPS, DIGITS_BATCH))
 

@@ -241,7 +241,7 @@ def test_min_channels_floors_every_other_model_the_same_way(name):
     assert resolve_path(floored, path).kernel.shape[-1] == floored_width, path
 
 
-# Parameters at the paper's width (docs/models.md, experiments.count_params).
+# Parameters at the paper's width (docs/models.md, benchmarks.count_params).
 PAPER_PARAMS = {"lenet": (10, 44_426), "acnn_small_mnist": (10, 21_291_986),
                 "acnn_small_cifar": (10, 67_431_786),
                 "acnn_base": (1000, 8_973_576), "vgg16": (1000, 138_357_544),
@@ -425,7 +425,7 @@ def test_acnn_base_dropout_only_in_train_mode():
 
 def _final_over_initial_loss(model, images, labels, steps):
   graphdef, params, others = nnx.split(model, nnx.Param, ...)
-  tx = bort_jax.bort_sgd(0.05, 0.01, momentum=0.9)
+  tx = bort_jax.bort_sgd(0.05, lam=0.01, momentum=0.9)
 
   def loss_fn(p):
     logits = nnx.merge(graphdef, p, others)(images)
@@ -488,11 +488,12 @@ def test_attention_kernels_have_flax_multihead_layout():
   assert attn.query.kernel.shape == (384, 6, 64)
   assert attn.out.kernel.shape == (6, 64, 384)
   dims = default_dimension_numbers(nnx.state(attn, nnx.Param))
-  n_out = {_names(path)[0]: d.n_out_axes for path, d in
-           jax.tree_util.tree_leaves_with_path(
-               dims, is_leaf=lambda d: hasattr(d, "n_out_axes"))
-           if _names(path)[-1] == "kernel"}
-  assert n_out == {"query": 2, "key": 2, "value": 2, "out": 1}
+  out_axes = {_names(path)[0]: d.output_axis for path, d in
+              jax.tree_util.tree_leaves_with_path(
+                  dims, is_leaf=lambda d: hasattr(d, "output_axis"))
+              if _names(path)[-1] == "kernel"}
+  assert out_axes == {"query": (-2, -1), "key": (-2, -1), "value": (-2, -1),
+                      "out": -1}
 
 
 # Narrow, shallow versions of the big models. The transformers get a smaller

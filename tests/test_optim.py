@@ -12,6 +12,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import bort_jax
+from bort_jax import kernels
 from bort_jax import optim
 from bort_reference import as_w as _as_w
 from bort_reference import reference_delta as _reference_delta
@@ -73,7 +74,7 @@ def test_orthogonal_kernel_gets_zero_correction(fan_in, out):
 def test_authors_linear_layer_converges_to_orthonormal_rows():
   """The authors' own test: nn.Linear(6, 2), zero loss, lr 0.1, λ 1, 10k steps."""
   params = {"kernel": _random((6, 2), seed=3) * 2}
-  tx = bort_jax.bort_sgd(0.1, 1.0)
+  tx = bort_jax.bort_sgd(0.1, lam=1.0)
 
   @jax.jit
   def run(params):
@@ -122,7 +123,7 @@ def _run(tx, params, steps=3, seed=0):
 
 def test_default_mask_selects_kernels_only():
   mask = bort_jax.default_mask(_mixed_params())
-  selected = {optim._path_names(p) for p, m in
+  selected = {kernels.path_names(p) for p, m in
               jax.tree_util.tree_flatten_with_path(mask)[0] if m}
   assert selected == {("conv", "kernel"), ("attn", "query", "kernel"),
                       ("head", "kernel")}
@@ -131,10 +132,10 @@ def test_default_mask_selects_kernels_only():
 ALIASES = {
     "bort+adamw": lambda lam: optax.chain(bort_jax.bort(lam),
                                           optax.adamw(1e-2)),
-    "bort_sgd": lambda lam: bort_jax.bort_sgd(1e-2, lam, momentum=0.9,
+    "bort_sgd": lambda lam: bort_jax.bort_sgd(1e-2, lam=lam, momentum=0.9,
                                               weight_decay=1e-3),
-    "bort_adamw": lambda lam: bort_jax.bort_adamw(1e-2, lam),
-    "bort_lamb": lambda lam: bort_jax.bort_lamb(1e-2, lam, weight_decay=1e-3),
+    "bort_adamw": lambda lam: bort_jax.bort_adamw(1e-2, lam=lam),
+    "bort_lamb": lambda lam: bort_jax.bort_lamb(1e-2, lam=lam, weight_decay=1e-3),
 }
 
 
@@ -217,16 +218,16 @@ def test_nnx_attention_kernels_get_two_output_axes():
                                 decode=False, rngs=nnx.Rngs(0))
   params = nnx.as_pure(nnx.state(attn, nnx.Param))
   dims = optim.default_dimension_numbers(params)
-  assert dims["query"]["kernel"].n_out_axes == 2
-  assert dims["value"]["kernel"].n_out_axes == 2
-  assert dims["out"]["kernel"].n_out_axes == 1
+  assert dims["query"]["kernel"].output_axis == (-2, -1)
+  assert dims["value"]["kernel"].output_axis == (-2, -1)
+  assert dims["out"]["kernel"].output_axis == -1
 
 
 @pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, False),
                                                (0.9, True)])
 def test_bort_sgd_with_zero_lam_equals_optax_sgd_bitwise(momentum, nesterov):
   params = _mixed_params()
-  ours = _run(bort_jax.bort_sgd(0.05, 0.0, momentum=momentum,
+  ours = _run(bort_jax.bort_sgd(0.05, lam=0.0, momentum=momentum,
                                 nesterov=nesterov, weight_decay=0.01), params)
   ref = _run(optax.chain(
       optax.add_decayed_weights(0.01, bort_jax.default_mask),
@@ -235,9 +236,9 @@ def test_bort_sgd_with_zero_lam_equals_optax_sgd_bitwise(momentum, nesterov):
 
 
 @pytest.mark.parametrize("ours,ref", [
-    (lambda: bort_jax.bort_adamw(1e-3, 0.0, weight_decay=0.05),
+    (lambda: bort_jax.bort_adamw(1e-3, lam=0.0, weight_decay=0.05),
      lambda: optax.adamw(1e-3, weight_decay=0.05, mask=bort_jax.default_mask)),
-    (lambda: bort_jax.bort_lamb(5e-3, 0.0, weight_decay=0.02),
+    (lambda: bort_jax.bort_lamb(5e-3, lam=0.0, weight_decay=0.02),
      lambda: optax.lamb(5e-3, weight_decay=0.02, mask=bort_jax.default_mask)),
 ], ids=["bort_adamw-vs-adamw", "bort_lamb-vs-lamb"])
 def test_decoupled_variants_with_zero_lam_equal_optax_bitwise(ours, ref):
@@ -251,7 +252,7 @@ def test_bort_sgd_step_is_the_authors_update():
   params = {"kernel": _random((5, 3), seed=8)}
   g1, g2 = _random((5, 3), seed=9), _random((5, 3), seed=10)
   lr, lam, wd, mom = 0.1, 0.3, 0.01, 0.9
-  tx = bort_jax.bort_sgd(lr, lam, momentum=mom, weight_decay=wd)
+  tx = bort_jax.bort_sgd(lr, lam=lam, momentum=mom, weight_decay=wd)
   state = tx.init(params)
   p, buf = params["kernel"], None
   for g in (g1, g2):
@@ -268,7 +269,7 @@ def test_bort_adamw_is_decoupled():
   params = {"kernel": _random((5, 3), seed=12)}
   grads = {"kernel": _random((5, 3), seed=13)}
   lr, lam, wd = 1e-2, 0.7, 0.05
-  tx = bort_jax.bort_adamw(lr, lam, weight_decay=wd)
+  tx = bort_jax.bort_adamw(lr, lam=lam, weight_decay=wd)
   updates, _ = tx.update(grads, tx.init(params), params)
   adam_only, _ = optax.scale_by_adam().update(
       grads, optax.scale_by_adam().init(params))
@@ -305,7 +306,7 @@ def test_bort_lamb_puts_lam_delta_before_the_trust_ratio():
                       "bias": _random((4,), seed=41)}}
   grads = [_grads_like(params, 42), _grads_like(params, 43)]
   lr, lam, wd, eps = 5e-2, 0.4, 0.02, 1e-6
-  tx = bort_jax.bort_lamb(lr, lam, weight_decay=wd, eps=eps)
+  tx = bort_jax.bort_lamb(lr, lam=lam, weight_decay=wd, eps=eps)
   state, p = tx.init(params), params
   for g in grads:
     updates, state = tx.update(g, state, p)
@@ -502,7 +503,7 @@ def test_pmap_update_equals_single_device():
                       "bias": jnp.zeros((8,))}}
   per_device_grads = jax.tree.map(
       lambda x: jax.random.normal(jax.random.key(21), (n,) + x.shape), params)
-  tx = bort_jax.bort_sgd(0.1, 0.5, momentum=0.9, weight_decay=1e-3)
+  tx = bort_jax.bort_sgd(0.1, lam=0.5, momentum=0.9, weight_decay=1e-3)
 
   def step(params, state, grads):
     grads = jax.lax.pmean(grads, "devices")
@@ -533,7 +534,7 @@ def test_fsdp_sharded_kernels_stay_sharded_and_equal_single_device():
           "dense": {"kernel": P(None, "fsdp"), "bias": P()}}
   shardings = jax.tree.map(lambda s: NamedSharding(mesh, s), spec,
                            is_leaf=lambda x: isinstance(x, P))
-  tx = bort_jax.bort_adamw(1e-2, 0.5, weight_decay=1e-2)
+  tx = bort_jax.bort_adamw(1e-2, lam=0.5, weight_decay=1e-2)
   seen = {}
 
   def step(params, state, grads):

@@ -1,4 +1,4 @@
-"""Bort on any parameter layout, and its refusals (issue 13 §3, issue 12).
+"""Bort on any parameter layout, and its refusals.
 
 No flax here: these run in the base install (jax, optax, numpy) too.
 """
@@ -86,7 +86,7 @@ class TransformLayoutTest(chex.TestCase):
     grads = _EqxLinear(weight=_random((5, 7), 3), bias=_random((5,), 4))
     # jnp booleans built outside jit are concrete, as optax masks are.
     mask = _EqxLinear(weight=jnp.asarray(True), bias=jnp.asarray(False))
-    tx = bort_jax.bort_sgd(0.1, 0.5, weight_decay=0.01, mode=mode, mask=mask,
+    tx = bort_jax.bort_sgd(0.1, lam=0.5, weight_decay=0.01, mode=mode, mask=mask,
                            dimension_numbers=_EqxLinear(
                                weight=DN(output_axis=0), bias=None))
     updates, _ = self.variant(tx.update)(grads, tx.init(model), model)
@@ -207,8 +207,8 @@ def test_bad_dimension_numbers_raise(dims, match):
     (lambda v: bort_jax.bort(0.1, amplitude=v), float("inf")),
     (lambda v: bort_jax.bort(0.1, amplitude=v), float("nan")),
     (lambda v: bort_jax.bort(0.1, amplitude=v), -1.0),
-    (lambda v: bort_jax.bort_sgd(0.1, 0.1, weight_decay=v), float("nan")),
-    (lambda v: bort_jax.bort_adamw(0.1, v), float("-inf")),
+    (lambda v: bort_jax.bort_sgd(0.1, lam=0.1, weight_decay=v), float("nan")),
+    (lambda v: bort_jax.bort_adamw(0.1, lam=v), float("-inf")),
 ])
 def test_non_finite_or_negative_values_are_refused_eagerly(make, value):
   with pytest.raises(ValueError, match=rf"got {value!r}".replace(
@@ -237,7 +237,7 @@ def test_schedule_going_negative_makes_that_step_nan_not_wrong():
   assert _nan_steps(bort_jax.bort(lam), PARAMS, 3) == [
       (False, True), (False, True), (True, True)]
   decay = lambda count: jnp.where(count < 1, 0.01, jnp.nan)
-  assert _nan_steps(bort_jax.bort_sgd(0.1, 0.1, weight_decay=decay), PARAMS,
+  assert _nan_steps(bort_jax.bort_sgd(0.1, lam=0.1, weight_decay=decay), PARAMS,
                     2) == [(False, True), (True, True)]
 
 
@@ -257,3 +257,15 @@ def test_injected_bad_hyperparameter_under_jit_gives_nan(name, value):
   # Outside jit the injected value is concrete and refused eagerly.
   with pytest.raises(ValueError, match=name):
     tx.update(grads, state, params)
+
+
+@pytest.mark.parametrize("make", [
+    lambda schedule: bort_jax.bort(schedule),
+    lambda schedule: bort_jax.bort_sgd(0.1, lam=0.1, weight_decay=schedule),
+    lambda schedule: bort_jax.bort_adamw(schedule, lam=0.1),
+])
+def test_schedule_invalid_at_step_0_is_refused_eagerly(make):
+  with pytest.raises(ValueError, match=r"must be >= 0 at every step, got "
+                     r"-0.25 at step 0 from the schedule"):
+    make(optax.linear_schedule(-0.25, 0.1, 10))
+  make(optax.linear_schedule(0.0, 0.1, 10))  # valid at step 0: accepted

@@ -1,4 +1,4 @@
-"""The install: base without flax, extras that cover every import (issue 13 §1).
+"""The install: base without flax, extras that cover every import.
 
 The slow tests share one wheel, one fresh venv (pip's cache makes the base
 install ~40 s) and one dry-run resolution of ``bort_jax[all]`` made meanwhile;
@@ -74,7 +74,7 @@ BASE_SCRIPT = textwrap.dedent("""
       assert importlib.util.find_spec(heavy) is None, heavy
     params = {"dense": {"kernel": jnp.eye(3, 2) * 2.0}}
     grads = {"dense": {"kernel": jnp.zeros((3, 2))}}
-    tx = bort_jax.bort_sgd(0.5, 1.0)
+    tx = bort_jax.bort_sgd(0.5, lam=1.0)
     updates, _ = tx.update(grads, tx.init(params), params)
     # K = 2·[I; 0]: KKᵀK − K = 8·[I; 0] − 2·[I; 0] = 6·[I; 0]; −lr·6 = −3.
     np.testing.assert_allclose(updates["dense"]["kernel"], -3.0 * jnp.eye(3, 2))
@@ -154,3 +154,15 @@ def test_every_subpackage_imports():
   assert out.returncode == 0, out.stderr
   assert {"bort_jax.models", "bort_jax.explain", "bort_jax.data",
           "bort_jax.train", "bort_jax.plots"} <= set(names)
+
+
+def test_the_wheel_holds_only_the_library():
+  """experiments/, benchmarks/, studies/ and tests/ stay out of the wheel:
+  the packages setuptools finds in the checkout under pyproject's rule."""
+  setuptools = pytest.importorskip("setuptools")
+  rule = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"][
+      "setuptools"]["packages"]["find"]
+  found = setuptools.find_packages(str(REPO), include=rule["include"],
+                                   exclude=rule.get("exclude", ()))
+  assert "bort_jax" in found and "bort_jax.train" in found, found
+  assert all(p.split(".")[0] == "bort_jax" for p in found), found

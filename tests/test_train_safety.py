@@ -350,11 +350,11 @@ def test_config_bort_mode_and_amplitude_reach_the_optimizer(name):
 
   alias = getattr(bort_jax, name)
   extra = {"momentum": 0.0} if name == "bort_sgd" else {}
-  expected = update(alias(0.01, 0.3, mode="l1-row", amplitude="ada",
+  expected = update(alias(0.01, lam=0.3, mode="l1-row", amplitude="ada",
                           weight_decay=0.0, **extra))
   got = update(optimizers.create_optimizer(config, 0.01))
   jax.tree.map(np.testing.assert_array_equal, got, expected)
-  default = update(alias(0.01, 0.3, weight_decay=0.0, **extra))
+  default = update(alias(0.01, lam=0.3, weight_decay=0.0, **extra))
   assert not np.allclose(got["conv"]["kernel"], default["conv"]["kernel"])
   config.optimizer = name[len("bort_"):]
   config.lam = 0.0

@@ -1,8 +1,25 @@
 """Explainers for conv models (Section 4.2, Appendix A.3-A.5 of the Bort paper).
 
-Every function takes a model and a batch of NHWC images, is jit-compiled (one
-executable per model graph, static options and shapes, cached) and batched
-over images.  ``target=None`` means the class the model predicts on ``x``.
+Every function takes a model and a batch of NHWC images ``(N, H, W, C)``,
+N ≥ 1, is jit-compiled (one executable per model graph, static options and
+shapes, cached) and batched over images.  ``target=None`` means the class the
+model predicts on ``x`` (:func:`bort_jax.models.predict`).
+
+Layout: a batch that looks channels-first raises ``ValueError`` naming its
+shape and the NHWC shape it would have (the rule of :mod:`bort_jax.validate`:
+against the model's ``in_channels``/``image_size`` where it declares them,
+otherwise when axis 1 is 1, 3 or 4 and axes 2 and 3 are both > 4, e.g.
+``(N, 3, 32, 32)``); transpose with ``x.transpose(0, 2, 3, 1)``.
+
+One rank for saliency: ``sat``, ``cam``, ``rise``, ``xrai``,
+``integrated_gradients`` and ``guided_ig`` return (N, H, W) maps, and
+``deletion_insertion`` takes (N, H, W) maps of the images' shape.  IG and
+GuidedIG reduce their per-channel attributions ``a`` by ``Σ_c |a_c|``
+(:func:`reduce_channels`); ``per_channel=True`` returns the signed
+(N, H, W, C) attributions (whose sum is ≈ f(x) − f(x₀)).  ``reconstruct``,
+``decompose`` and ``synthesize_adversarial`` return images (N, H, W, C), not
+saliency.  docs/explainers.md maps the argument names to PAIR saliency's and
+captum's.
 
 Black-box explainers (``integrated_gradients``, ``rise``, ``xrai``,
 ``guided_ig``, ``deletion_insertion``) take an ``nnx.Module`` or any
@@ -31,16 +48,20 @@ implement:
   layer's features (or of ``x``), which lets SAT and ``decompose`` walk the
   top conv back by placing kernel slices; None or absent means the general
   VJP;
-* optional ``explain_layer``: the layer the paper explains the model from.
+* optional ``explain_layer``: the layer the paper explains the model from;
+* optional ``in_channels`` and ``image_size`` (ints, any model, black-box
+  ones too): the input the model takes, checked before any work.
 
 Invalid input raises ``ValueError`` naming the argument, the value and what
-is allowed (non-finite pixels or saliency, a target outside
-``[0, num_classes)``); NumPy integer scalars are accepted wherever an int is.
-A map that comes out non-finite from finite input raises
-``FloatingPointError`` instead of being returned.
+is allowed (an empty batch, non-finite pixels or saliency, a target outside
+``[0, num_classes)``, a black-box model whose logits on ``x`` are not finite);
+NumPy integer scalars are accepted wherever an int is.  A map that comes out
+non-finite from finite input raises ``FloatingPointError`` instead of being
+returned.
 """
 
 from bort_jax.diagnostics import gram_distribution
+from bort_jax.explain._common import reduce_channels
 from bort_jax.explain.guided_backprop import guided_relu, reconstruct
 from bort_jax.explain.reconstruction_ratio import reconstruction_ratios
 from bort_jax.explain.attribution import integrated_gradients, rise, xrai
@@ -81,6 +102,7 @@ __all__ = [
     "pixel_ranks",
     "reconstruct",
     "reconstruction_ratios",
+    "reduce_channels",
     "rise",
     "sat",
     "synthesize_adversarial",

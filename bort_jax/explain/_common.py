@@ -1,9 +1,11 @@
 """Plumbing shared by the explainers: models inside ``jit``, argument checks.
 
 Every explainer splits the NNX model into a static ``GraphDef`` and a ``State``
-pytree and calls a module-level ``jax.jit`` function with the graphdef as a
-static argument, so JAX's own cache keeps one executable per (model graph,
-static options, input shapes): a notebook's second call does not recompile.
+pytree (:mod:`bort_jax.models.functional`) and calls a module-level
+``jax.jit`` function with the graphdef as a static argument, so JAX's own
+cache keeps one executable per (model graph, static options, input shapes):
+a notebook's second call does not recompile.  The argument checks themselves
+live in :mod:`bort_jax.validate`, shared with the models.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax import validate
+from bort_jax.models import functional
+from bort_jax.models.functional import as_function, logits_fn, merge_eval
+
 
 def split(model: nnx.Module):
   """``(graphdef, state)`` of an NNX module (the graphdef is hashable)."""
@@ -25,53 +31,29 @@ def split(model: nnx.Module):
   return nnx.split(model)
 
 
-def merge_eval(graphdef, state) -> nnx.Module:
-  """The module rebuilt inside a trace, in eval mode (BatchNorm running stats,
-  no dropout); the caller's module is left untouched."""
-  model = nnx.merge(graphdef, state)
-  model.eval()
-  return model
-
-
-def as_function(model):
-  """``(definition, params)`` of a black-box model ``x -> logits``.
-
-  An ``nnx.Module`` is split into its graphdef and state; any other callable
-  (a JAX-traceable function of a (B, H, W, C) batch) is its own definition,
-  with ``params=None``.  Both parts go through ``jax.jit``: the definition as
-  a static (hashed) argument, so a new function object compiles anew.
-  """
-  if isinstance(model, nnx.Module):
-    return nnx.split(model)
-  if callable(model):
-    return model, None
-  raise TypeError(
-      f"model must be a flax.nnx.Module or a callable x -> logits; got "
-      f"{type(model).__name__}")
-
-
-def logits_fn(definition, params):
-  """Inside a trace: the ``x -> logits`` function of :func:`as_function`'s
-  pair (an NNX module is rebuilt in eval mode)."""
-  if params is None:
-    return definition
-  return merge_eval(definition, params)
-
-
 def black_box(model, x, target):
   """``(definition, params, target)`` of a black-box explainer's call: the
-  model as :func:`as_function`'s pair and ``target`` checked against the
-  width of its logits on ``x`` (None stays None)."""
+  model as :func:`as_function`'s pair and ``target`` as a (B,) int32 array,
+  checked against the width of the model's logits on ``x``, or the class the
+  model predicts where it is None.  Logits that are not (B, num_classes) or
+  hold NaN/inf raise ValueError: no map is computed from them."""
   definition, params = as_function(model)
-  target = resolve_target(target, x.shape[0],
-                          num_classes(definition, params, x))
-  return definition, params, target
+  logits = functional.jit_logits(definition, params, x)
+  if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+    raise ValueError(
+        f"model must map images {x.shape} to logits (B, num_classes); got "
+        f"shape {logits.shape}")
+  validate.check_finite("the model's logits on x (image, class)", logits)
+  if target is None:
+    return definition, params, functional.predicted_class(logits)
+  return definition, params, resolve_target(target, x.shape[0],
+                                            logits.shape[1])
 
 
-def num_classes(definition, params, x) -> int:
+def num_classes(graphdef, state, x) -> int:
   """Width of the model's logits on ``x`` (shape inference only, no FLOPs)."""
-  logits = jax.eval_shape(lambda p, images: logits_fn(definition, p)(images),
-                          params, x)
+  logits = jax.eval_shape(lambda p, images: merge_eval(graphdef, p)(images),
+                          state, x)
   if len(logits.shape) != 2 or logits.shape[0] != x.shape[0]:
     raise ValueError(
         f"model must map images {x.shape} to logits (B, num_classes); got "
@@ -79,28 +61,40 @@ def num_classes(definition, params, x) -> int:
   return logits.shape[1]
 
 
-def check_images(x, name: str = "x") -> jax.Array:
-  """``x`` as a finite float array of shape (B, H, W, C)."""
-  x = jnp.asarray(x)
-  if x.ndim != 4:
-    raise ValueError(
-        f"{name} must be a batch of NHWC images (B, H, W, C); got shape "
-        f"{x.shape}")
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    raise TypeError(f"{name} must be a float array; got dtype {x.dtype}")
-  check_finite(x, name)
-  return x
+def images(model, x, name: str = "x") -> jax.Array:
+  """``x`` as a finite, non-empty float NHWC batch
+  (:func:`bort_jax.validate.check_images`), checked against the model's
+  ``in_channels`` and ``image_size`` where it declares them."""
+  expected = {}
+  for attribute, key in (("in_channels", "channels"),
+                         ("image_size", "image_size")):
+    value = getattr(model, attribute, None)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+      expected[key] = int(value)
+  return validate.check_images(name, x, **expected)
 
 
-def check_finite(values, name: str):
-  """Raises ValueError naming the first NaN/inf entry of ``values``."""
-  finite = np.asarray(jnp.isfinite(values))
-  if not finite.all():
-    bad = np.argwhere(~finite)[0]
+def reduce_channels(attributions) -> jax.Array:
+  """(N, H, W, C) per-channel attributions -> (N, H, W) saliency: ``Σ_c |a_c|``.
+
+  The reduction the explainers apply to IG and GuidedIG unless
+  ``per_channel=True`` (and PAIR saliency's ``VisualizeImageGrayscale``
+  before its normalisation); give its result to
+  :func:`bort_jax.explain.deletion_insertion` to rank pixels by attributions
+  computed elsewhere (e.g. captum's, transposed to NHWC).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bort_jax import explain
+    >>> explain.reduce_channels(jnp.array([[[[1.0, -2.0]]]]))
+    Array([[[3.]]], dtype=float32)
+  """
+  attributions = jnp.asarray(attributions)
+  if attributions.ndim != 4:
     raise ValueError(
-        f"{name} must hold finite values only; got "
-        f"{np.asarray(values)[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
-        f" ({int((~finite).sum())} non-finite of {finite.size})")
+        f"attributions must be per-channel (N, H, W, C); got shape "
+        f"{attributions.shape}")
+  return jnp.sum(jnp.abs(attributions), axis=-1)
 
 
 def check_finite_result(result, explainer: str):
@@ -115,37 +109,9 @@ def check_finite_result(result, explainer: str):
   return result
 
 
-def check_positive_int(value, name: str) -> int:
-  """``value`` as an int >= 1 (Python or NumPy integer)."""
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-      or value < 1):
-    raise ValueError(f"{name} must be a positive int; got {value!r}")
-  return int(value)
-
-
-def check_positive_float(value, name: str) -> float:
-  value = float(value)
-  if not value > 0.0 or value == float("inf"):
-    raise ValueError(f"{name} must be a finite float > 0; got {value!r}")
-  return value
-
-
 def layer_index(model, layer) -> int:
   """1-based index of ``layer`` (int index or name) in ``model.layer_names``."""
-  names = conv_layer_names(model)
-  if isinstance(layer, bool):
-    raise TypeError(f"layer must be an int or a name; got {layer!r}")
-  if isinstance(layer, (int, np.integer)):
-    if not 1 <= layer <= len(names):
-      raise ValueError(
-          f"layer index {layer} is out of range; allowed 1..{len(names)} "
-          f"(layer_names={names})")
-    return int(layer)
-  if isinstance(layer, str):
-    if layer not in names:
-      raise ValueError(f"unknown layer {layer!r}; allowed: {names}")
-    return names.index(layer) + 1
-  raise TypeError(f"layer must be an int or a name; got {type(layer).__name__}")
+  return validate.layer_index(conv_layer_names(model), layer)
 
 
 def conv_layer_names(model) -> tuple[str, ...]:
@@ -189,7 +155,7 @@ def broadcast_baseline(baseline, x):
   if baseline is None:
     return jnp.zeros_like(x)
   baseline = jnp.asarray(baseline, x.dtype)
-  check_finite(baseline, "baseline")
+  validate.check_finite("baseline", baseline)
   try:
     return jnp.broadcast_to(baseline, x.shape)
   except ValueError:
@@ -200,9 +166,7 @@ def broadcast_baseline(baseline, x):
 
 def predicted_or(target, logits: jax.Array) -> jax.Array:
   """Inside a trace: ``target`` or, if it is None, the arg-max class."""
-  if target is None:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  return target
+  return functional.predicted_class(logits) if target is None else target
 
 
 def pick(scores: jax.Array, target: jax.Array) -> jax.Array:

@@ -7,6 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from bort_jax import validate
 from bort_jax.explain import _common
 from bort_jax.explain import onehot_backtrack
 
@@ -62,7 +63,7 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
 
   Args:
     model: a conv model of the ``bort_jax.models`` interface.
-    x: images (N, H, W, C).
+    x: images (N, H, W, C), NHWC; N ≥ 1.
     layer: the top layer (1-based index or name); the paper uses conv5 of
       ACNN-Small and conv8 of ACNN-Base.
     k: number of salient channels (paper: 64).
@@ -78,11 +79,11 @@ def sat(model, x, *, layer, k: int = 64, B: float = 1.0,
   Returns:
     (N, H, W) saliency.
   """
-  x = _common.check_images(x)
+  x = _common.images(model, x)
   index = _common.layer_index(model, layer)
-  k = _common.check_positive_int(k, "k")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
-  _common.check_positive_float(B, "B")
+  k = validate.check_positive_int("k", k)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
+  validate.check_positive_float("B", B)
   if not 0.0 <= float(gamma) < 1.0:
     raise ValueError(f"gamma must be in [0, 1); got {gamma!r}")
   graphdef, state = _common.split(model)

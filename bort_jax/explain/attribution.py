@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bort_jax import validate
 from bort_jax.explain import _common
 
 
@@ -25,7 +26,6 @@ from bort_jax.explain import _common
 def _integrated_gradients(definition, params, x, baseline, target, *, steps,
                           batch_size):
   model = _common.logits_fn(definition, params)
-  target = _common.predicted_or(target, model(x))
   grad_fn = jax.grad(_common.target_logit_sum, argnums=1)
   delta = x - baseline
 
@@ -41,32 +41,50 @@ def _integrated_gradients(definition, params, x, baseline, target, *, steps,
 
 
 def integrated_gradients(model, x, target=None, *, baseline=None,
-                         steps: int = 32, batch_size: int = 8) -> jax.Array:
+                         steps: int = 32, batch_size: int = 8,
+                         per_channel: bool = False) -> jax.Array:
   """Integrated gradients (Sundararajan et al., 2017) of the target logit.
 
   ``(x − x₀) ⊙ ∫₀¹ ∇f(x₀ + α(x − x₀)) dα`` by the trapezoid rule on
-  ``steps + 1`` points, so ``Σ attributions ≈ f(x) − f(x₀)``.
+  ``steps + 1`` points, so ``Σ attributions ≈ f(x) − f(x₀)`` (over pixels
+  and channels of the ``per_channel=True`` attributions).
 
   Args:
-    model: a model mapping (N, H, W, C) images to logits.
-    x: images (N, H, W, C).
+    model: an ``nnx.Module`` or any JAX-traceable callable mapping
+      (N, H, W, C) images to (N, num_classes) finite logits.
+    x: images (N, H, W, C), NHWC; N ≥ 1.
     target: class per image, None = predicted class.
     baseline: x₀, broadcastable to ``x``; None = zeros.
     steps: number of integration intervals.
     batch_size: path points evaluated together (each on all N images).
+    per_channel: return the signed per-channel attributions instead of the
+      saliency map.
 
   Returns:
-    (N, H, W, C) attributions.
+    (N, H, W) saliency ``Σ_c |a_c|`` (:func:`reduce_channels`), or the
+    (N, H, W, C) attributions ``a`` with ``per_channel=True``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from bort_jax import explain
+    >>> model = lambda x: jnp.stack([x.sum((1, 2, 3)), -x.sum((1, 2, 3))], -1)
+    >>> x = jnp.ones((2, 4, 4, 3))
+    >>> explain.integrated_gradients(model, x, steps=4).shape
+    (2, 4, 4)
+    >>> explain.integrated_gradients(model, x, steps=4, per_channel=True).shape
+    (2, 4, 4, 3)
   """
-  x = _common.check_images(x)
-  steps = _common.check_positive_int(steps, "steps")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
+  x = _common.images(model, x)
+  steps = validate.check_positive_int("steps", steps)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
   baseline = _common.broadcast_baseline(baseline, x)
   definition, params, target = _common.black_box(model, x, target)
-  return _common.check_finite_result(
+  attributions = _common.check_finite_result(
       _integrated_gradients(definition, params, x, baseline, target,
                             steps=steps, batch_size=batch_size),
       "integrated_gradients")
+  return attributions if per_channel else _common.reduce_channels(
+      attributions)
 
 
 # ---------------------------------------------------------------------- RISE
@@ -123,7 +141,6 @@ def rise_mask(key, hw, cell_size, p):
 def _rise(definition, params, x, target, p, key, *, num_masks, cell_size,
           batch_size):
   model = _common.logits_fn(definition, params)
-  target = _common.predicted_or(target, model(x))
   hw = x.shape[1:3]
 
   def weighted_mask(i):
@@ -142,8 +159,10 @@ def rise(model, x, target=None, *, num_masks: int = 2000,
   """RISE saliency: ``Σ_m P(c | x ⊙ m) · m / (N · p)`` over random masks.
 
   Args:
-    model: a model mapping images to logits (softmax is applied here).
-    x: images (N, H, W, C).
+    model: an ``nnx.Module`` or any JAX-traceable callable mapping
+      (N, H, W, C) images to (N, num_classes) finite logits (softmax is
+      applied here).
+    x: images (N, H, W, C), NHWC; N ≥ 1.
     target: class per image, None = predicted class.
     num_masks: number of random masks (shared by all images).
     cell_size: pixels per grid cell; None = ``ceil(max(H, W) / 7)``.
@@ -154,12 +173,12 @@ def rise(model, x, target=None, *, num_masks: int = 2000,
   Returns:
     (N, H, W) saliency.
   """
-  x = _common.check_images(x)
-  num_masks = _common.check_positive_int(num_masks, "num_masks")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
+  x = _common.images(model, x)
+  num_masks = validate.check_positive_int("num_masks", num_masks)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
   if cell_size is None:
     cell_size = math.ceil(max(x.shape[1:3]) / 7)
-  cell_size = _common.check_positive_int(cell_size, "cell_size")
+  cell_size = validate.check_positive_int("cell_size", cell_size)
   if not 0.0 < float(p) <= 1.0:
     raise ValueError(f"p must be in (0, 1]; got {p!r}")
   definition, params, target = _common.black_box(model, x, target)
@@ -179,11 +198,6 @@ def input_gradients(definition, params, images, target):
   return jax.grad(_common.target_logit_sum, argnums=1)(model, images, target)
 
 
-@functools.partial(jax.jit, static_argnames=("definition",))
-def _predict(definition, params, x):
-  return jnp.argmax(_common.logits_fn(definition, params)(x), axis=-1)
-
-
 def pair_call_model_function(model):
   """A PAIR ``call_model_function`` returning the jitted gradient of the
   target logit (``call_model_args={"target": class_id}``)."""
@@ -201,15 +215,6 @@ def pair_call_model_function(model):
   return call_model_function
 
 
-def resolved_targets(model, x, target) -> jax.Array:
-  """(B,) int32 class ids: ``target`` checked against the model's classes, or
-  the class the model predicts on ``x``."""
-  definition, params, resolved = _common.black_box(model, x, target)
-  if resolved is None:
-    return _predict(definition, params, x).astype(jnp.int32)
-  return resolved
-
-
 def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
          algorithm: str = "full") -> jax.Array:
   """XRAI (Kapishnikov et al., 2019) via PAIR ``saliency.core.XRAI``.
@@ -220,17 +225,26 @@ def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
   points per call.  Images are processed one after another (PAIR's API is
   per image).
 
+  Args:
+    model: an ``nnx.Module`` or any JAX-traceable callable mapping
+      (N, H, W, C) images to (N, num_classes) finite logits.
+    x: images (N, H, W, C), NHWC; N ≥ 1.
+    target: class per image, None = predicted class.
+    steps: IG steps per baseline (PAIR's ``XRAIParameters.steps``).
+    batch_size: path points per gradient call.
+    algorithm: ``"full"`` or ``"fast"`` (PAIR's ``XRAIParameters``).
+
   Returns:
     (N, H, W) saliency.
   """
   import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
 
-  x = _common.check_images(x)
-  steps = _common.check_positive_int(steps, "steps")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
+  x = _common.images(model, x)
+  steps = validate.check_positive_int("steps", steps)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
   if algorithm not in ("full", "fast"):
     raise ValueError(f"algorithm must be 'full' or 'fast'; got {algorithm!r}")
-  targets = np.asarray(resolved_targets(model, x, target))
+  _, _, targets = _common.black_box(model, x, target)
   call = pair_call_model_function(model)
   params = saliency_core.XRAIParameters(steps=steps, algorithm=algorithm)
   explainer = saliency_core.XRAI()
@@ -238,7 +252,7 @@ def xrai(model, x, target=None, *, steps: int = 100, batch_size: int = 32,
       explainer.GetMask(np.asarray(image), call,
                         call_model_args={"target": int(t)},
                         batch_size=batch_size, extra_parameters=params)
-      for image, t in zip(np.asarray(x), targets)
+      for image, t in zip(np.asarray(x), np.asarray(targets))
   ]
   return _common.check_finite_result(
       jnp.asarray(np.stack(maps), jnp.float32), "xrai")

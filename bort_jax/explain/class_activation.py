@@ -34,7 +34,7 @@ def cam(model, x, target=None) -> jax.Array:
 
   Args:
     model: a conv model of the ``bort_jax.models`` interface.
-    x: images (N, H, W, C).
+    x: images (N, H, W, C), NHWC; N ≥ 1.
     target: class per image (int or (N,)), None = predicted class.
 
   Returns:
@@ -44,7 +44,7 @@ def cam(model, x, target=None) -> jax.Array:
     ValueError: for models without a global-pooling head (``head_pool`` is
       None, e.g. LeNet's flatten + dense), where CAM is not defined.
   """
-  x = _common.check_images(x)
+  x = _common.images(model, x)
   _common.conv_layer_names(model)
   if getattr(model, "head_pool", None) is None:
     raise ValueError(

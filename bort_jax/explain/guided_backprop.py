@@ -12,6 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from bort_jax import validate
 from bort_jax.explain import _common
 
 
@@ -65,7 +66,7 @@ def reconstruct(model, x, *, layer, features=None) -> jax.Array:
 
   Args:
     model: a conv model of the ``bort_jax.models`` interface.
-    x: images (B, H, W, C); they fix the forward pass whose active ReLUs gate
+    x: images (B, H, W, C), NHWC, B ≥ 1; they fix the forward pass whose active ReLUs gate
       the backward signal.
     layer: 1-based index into ``model.layer_names`` or a layer name.
     features: the map to backtrack, shape of ``model.features(x, layer)``
@@ -74,11 +75,11 @@ def reconstruct(model, x, *, layer, features=None) -> jax.Array:
   Returns:
     (B, H, W, C) reconstruction.
   """
-  x = _common.check_images(x)
+  x = _common.images(model, x)
   index = _common.layer_index(model, layer)
   graphdef, state = _common.split(model)
   if features is not None:
     features = jnp.asarray(features)
-    _common.check_finite(features, "features")
+    validate.check_finite("features", features)
   return _common.check_finite_result(
       _reconstruct(graphdef, state, x, features, layer=index), "reconstruct")

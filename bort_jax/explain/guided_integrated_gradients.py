@@ -21,6 +21,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from bort_jax import validate
 from bort_jax.explain import _common
 
 
@@ -72,7 +73,6 @@ def _advance(x, grad, x_input, x_baseline, l1_total, alpha, max_dist, *,
 def _guided_ig(definition, params, x, baseline, target, max_dist, *, steps,
                fraction):
   model = _common.logits_fn(definition, params)
-  target = _common.predicted_or(target, model(x))
   grad_fn = jax.grad(_common.target_logit_sum, argnums=1)
   l1_total = jnp.sum(jnp.abs(x - baseline), axis=(1, 2, 3))
   n_features = math.prod(x.shape[1:])
@@ -95,32 +95,39 @@ def _guided_ig(definition, params, x, baseline, target, max_dist, *, steps,
 
 
 def guided_ig(model, x, target=None, *, baseline=None, steps: int = 200,
-              fraction: float = 0.25, max_dist: float = 0.02) -> jax.Array:
+              fraction: float = 0.25, max_dist: float = 0.02,
+              per_channel: bool = False) -> jax.Array:
   """Guided Integrated Gradients of the target logit, all images at once.
 
   Args:
     model: an ``nnx.Module`` or any JAX-traceable callable mapping
-      (N, H, W, C) images to (N, num_classes) logits.
-    x: images (N, H, W, C).
+      (N, H, W, C) images to (N, num_classes) finite logits.
+    x: images (N, H, W, C), NHWC; N ≥ 1.
     target: class per image, None = predicted class.
     baseline: x₀ broadcastable to ``x``; None = zeros.
     steps: path steps (PAIR's ``x_steps``); one gradient call per step.
     fraction: share of the features moved per selection, in (0, 1].
     max_dist: how far (in α) a feature may leave the straight line, in
       [0, 1]; 0 is IG on the straight line (left Riemann sum).
+    per_channel: return the signed per-channel attributions instead of the
+      saliency map.
 
   Returns:
-    (N, H, W, C) attributions; their sum is ≈ f(x) − f(x₀).
+    (N, H, W) saliency ``Σ_c |a_c|`` (:func:`reduce_channels`), or the
+    (N, H, W, C) attributions ``a`` with ``per_channel=True``; their sum is
+    ≈ f(x) − f(x₀).
   """
-  x = _common.check_images(x)
-  steps = _common.check_positive_int(steps, "steps")
+  x = _common.images(model, x)
+  steps = validate.check_positive_int("steps", steps)
   if not 0.0 < float(fraction) <= 1.0:
     raise ValueError(f"fraction must be in (0, 1]; got {fraction!r}")
   if not 0.0 <= float(max_dist) <= 1.0:
     raise ValueError(f"max_dist must be in [0, 1]; got {max_dist!r}")
   baseline = _common.broadcast_baseline(baseline, x)
   definition, params, target = _common.black_box(model, x, target)
-  return _common.check_finite_result(
+  attributions = _common.check_finite_result(
       _guided_ig(definition, params, x, baseline, target,
                  jnp.asarray(max_dist, x.dtype), steps=steps,
                  fraction=float(fraction)), "guided_ig")
+  return attributions if per_channel else _common.reduce_channels(
+      attributions)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 
+from bort_jax import validate
 from bort_jax.explain import _common
 
 SCORES = ("prob", "logit")
@@ -94,7 +95,7 @@ def normalized_auc(curve, mode: str) -> np.ndarray:
   if curve.ndim == 0 or curve.shape[-1] < 2:
     raise ValueError(f"curve needs at least 2 points on its last axis; got "
                      f"shape {curve.shape}")
-  _common.check_finite(curve, "curve")
+  validate.check_finite("curve", curve)
   reference = curve[..., :1] if mode == "deletion" else curve[..., -1:]
   if np.any(reference == 0):
     bad = np.argwhere(reference[..., 0] == 0)
@@ -119,7 +120,6 @@ def _deletion_insertion(definition, params, x, saliency, target, key, *, step,
                         score, tie_orders, batch_size):
   model = _common.logits_fn(definition, params)
   n, h, w, c = x.shape
-  target = _common.predicted_or(target, model(x))
   if tie_orders == 1:  # no ties: one order, the descending sort
     ranks = pixel_ranks(saliency)[None]
   else:
@@ -176,10 +176,12 @@ def deletion_insertion(model, x, saliency, *, step: int, target=None,
   was tied (exact equality).
 
   Args:
-    model: an ``nnx.Module`` or any JAX-traceable callable mapping images to
-      logits.
-    x: images (N, H, W, C).
-    saliency: (N, H, W), or (N, H, W, C) reduced by ``Σ_c |·|``; finite.
+    model: an ``nnx.Module`` or any JAX-traceable callable mapping
+      (N, H, W, C) images to (N, num_classes) finite logits.
+    x: images (N, H, W, C), NHWC; N ≥ 1.
+    saliency: (N, H, W) maps, one per image, finite (what every saliency
+      explainer returns; reduce per-channel attributions with
+      :func:`reduce_channels`).
     step: pixels changed per step.
     target: class per image, None = predicted class.
     score: "prob" or "logit".
@@ -190,20 +192,21 @@ def deletion_insertion(model, x, saliency, *, step: int, target=None,
   Returns:
     :class:`DeletionInsertion`.
   """
-  x = _common.check_images(x)
-  step = _common.check_positive_int(step, "step")
-  tie_orders = _common.check_positive_int(tie_orders, "tie_orders")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
+  x = _common.images(model, x)
+  step = validate.check_positive_int("step", step)
+  tie_orders = validate.check_positive_int("tie_orders", tie_orders)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
   if score not in SCORES:
     raise ValueError(f"score must be one of {SCORES}; got {score!r}")
   saliency = jnp.asarray(saliency)
-  if saliency.ndim == 4 and saliency.shape == x.shape:
-    saliency = jnp.sum(jnp.abs(saliency), axis=-1)
   if saliency.shape != x.shape[:3]:
+    per_channel = (" (per-channel attributions: reduce them with "
+                   "explain.reduce_channels)"
+                   if saliency.shape == x.shape else "")
     raise ValueError(
-        f"saliency must have shape {x.shape[:3]} or {x.shape}; got "
-        f"{saliency.shape}")
-  _common.check_finite(saliency, "saliency")
+        f"saliency must hold one (H, W) map per image, shape {x.shape[:3]} "
+        f"for images of shape {x.shape}; got {saliency.shape}{per_channel}")
+  validate.check_finite("saliency", saliency)
   saliency = saliency.astype(jnp.float32)
   if not bool(jnp.any(tied_fraction(saliency) > 0)):
     tie_orders = 1

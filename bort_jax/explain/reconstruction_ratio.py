@@ -59,12 +59,13 @@ def reconstruction_ratios(model, x) -> dict:
   every output position of ``model.conv_inputs(x)[name]``, the row vector of
   Eq. 5) and ``W`` the (out, fan_in) kernel matrix; the norms are taken over
   all positions of an image.  The bias is not part of ``g`` (linear part
-  only).  An all-zero input gives ratio 0.
+  only).  An all-zero input gives ratio 0.  ``x``: images (B, H, W, C),
+  NHWC; B ≥ 1.
 
   Returns:
     ``{layer_name: (B,) float32}``.
   """
-  x = _common.check_images(x)
+  x = _common.images(model, x)
   _common.conv_layer_names(model)
   graphdef, state = _common.split(model)
   return _common.check_finite_result(

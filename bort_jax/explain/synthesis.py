@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bort_jax import validate
+from bort_jax.models import functional
 from bort_jax.explain import _common
 from bort_jax.explain import guided_backprop
 from bort_jax.explain import onehot_backtrack
@@ -52,13 +54,14 @@ def decompose(model, x, *, layer, k: int = 64, B: float = 1.0,
   activation are chosen; each is binarised to ``B`` at the position of its
   maximum and 0 elsewhere.  ``components`` backtracks each variable alone,
   ``reconstruction`` backtracks the map holding only the k variables (guided
-  backprop, as :func:`bort_jax.explain.reconstruct`).
+  backprop, as :func:`bort_jax.explain.reconstruct`).  ``x``: images
+  (N, H, W, C), NHWC; N ≥ 1.
   """
-  x = _common.check_images(x)
+  x = _common.images(model, x)
   index = _common.layer_index(model, layer)
-  k = _common.check_positive_int(k, "k")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
-  _common.check_positive_float(B, "B")
+  k = validate.check_positive_int("k", k)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
+  validate.check_positive_float("B", B)
   graphdef, state = _common.split(model)
   top_kind = onehot_backtrack.top_conv_kind(model, index)
   return _common.check_finite_result(
@@ -125,30 +128,27 @@ def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
   (largest max activation ``y_i``) are placed, with value ``y_i · B``, at the
   positions where the *source*'s same channels peak; that sparse map is
   backtracked by guided backprop through the source's forward pass.
+  ``x_source`` and ``x_target``: images (N, H, W, C) of one shape, NHWC;
+  N ≥ 1.
 
   Returns:
     (N, H, W, C) synthesized images.
   """
-  x_source = _common.check_images(x_source, "x_source")
-  x_target = _common.check_images(x_target, "x_target")
+  x_source = _common.images(model, x_source, "x_source")
+  x_target = _common.images(model, x_target, "x_target")
   if x_source.shape != x_target.shape:
     raise ValueError(
         f"x_source and x_target must have the same shape; got "
         f"{x_source.shape} and {x_target.shape}")
   index = _common.layer_index(model, layer)
-  k = _common.check_positive_int(k, "k")
-  batch_size = _common.check_positive_int(batch_size, "batch_size")
-  _common.check_positive_float(B, "B")
+  k = validate.check_positive_int("k", k)
+  batch_size = validate.check_positive_int("batch_size", batch_size)
+  validate.check_positive_float("B", B)
   graphdef, state = _common.split(model)
   return _common.check_finite_result(
       _synthesize(graphdef, state, x_source, x_target,
                   jnp.asarray(B, x_source.dtype), layer=index, k=k,
                   batch_size=batch_size), "synthesize_adversarial")
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _predicted(graphdef, state, images):
-  return jnp.argmax(_common.merge_eval(graphdef, state)(images), -1)
 
 
 def adversarial_success_rate(model, x_adv, x_target, x_source=None) -> float:
@@ -158,20 +158,20 @@ def adversarial_success_rate(model, x_adv, x_target, x_source=None) -> float:
   With ``x_source`` (the images the samples were synthesized from), a pair
   whose source is already predicted as its target's class proves nothing and
   is left out, as the report's Fig. 6c does; the rate is over the rest, and a
-  ValueError is raised when no pair is left.
+  ValueError is raised when no pair is left.  All images are NHWC
+  (N, H, W, C), N ≥ 1; predictions come from :func:`bort_jax.models.predict`.
   """
-  x_adv = _common.check_images(x_adv, "x_adv")
-  x_target = _common.check_images(x_target, "x_target")
+  x_adv = _common.images(model, x_adv, "x_adv")
+  x_target = _common.images(model, x_target, "x_target")
   pairs = {"x_target": x_target}
   if x_source is not None:
-    pairs["x_source"] = _common.check_images(x_source, "x_source")
+    pairs["x_source"] = _common.images(model, x_source, "x_source")
   for name, images in pairs.items():
     if images.shape[0] != x_adv.shape[0]:
       raise ValueError(
           f"x_adv and {name} must hold the same number of images; got "
           f"{x_adv.shape[0]} and {images.shape[0]}")
-  graphdef, state = _common.split(model)
-  predicted = lambda images: np.asarray(_predicted(graphdef, state, images))
+  predicted = lambda images: np.asarray(functional.predict(model, images))
   target_class = predicted(x_target)
   success = predicted(x_adv) == target_class
   if x_source is None:

@@ -12,6 +12,13 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 ``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``, plus
 ``explain_layer`` (the layer the paper explains from) and
 ``top_activation(layer)`` (how a layer follows from the previous one).
+
+``predict(model, x)`` (arg-max class) and ``logits(model, x)`` run any model
+or callable ``x -> logits`` jit-compiled in eval mode.
+
+``load_pretrained(name, path)`` / ``export_pretrained(name, model)`` move
+torchvision (``resnet50``, ``vgg16``) and timm (``deit_small``,
+``swin_small``) checkpoints in and out (:mod:`bort_jax.models.pretrained`).
 """
 
 from typing import Callable
@@ -21,6 +28,8 @@ from flax import nnx
 
 from bort_jax.models import acnn, common, lenet, resnet, swin, vgg, vit
 from bort_jax.models.common import ConvClassifier, LayerOutput
+from bort_jax.models.functional import logits, predict
+from bort_jax.models.pretrained import export_pretrained, load_pretrained
 
 _BUILDERS: dict[str, Callable[..., nnx.Module]] = {
     "lenet": lenet.lenet,
@@ -54,6 +63,27 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   channels, :func:`common.scale_width`; the default floor 1 changes nothing),
   ``in_channels``/``image_size`` where the input shape fixes a layer size,
   and depth overrides for the deep models.
+
+  Args:
+    name: one of ``NAMES`` (``"lenet"``, ``"acnn_small_mnist"``, ...).
+    num_classes: number of logits.
+    rngs: ``nnx.Rngs`` for the parameters (and dropout / drop path).
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+    **overrides: keyword arguments of the model's builder (see above).
+
+  Returns:
+    An ``nnx.Module`` mapping (B, H, W, C) images to (B, num_classes) logits.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from bort_jax import models
+    >>> model = models.create("lenet", num_classes=10, rngs=nnx.Rngs(0))
+    >>> model(jnp.zeros((2, 28, 28, 1))).shape
+    (2, 10)
+    >>> model.layer_names  # the convs the explainers read
+    ('conv1', 'conv2')
   """
   if name not in _BUILDERS:
     raise ValueError(f"unknown model {name!r}; expected one of {NAMES}.")
@@ -63,4 +93,5 @@ def create(name: str, *, num_classes: int, rngs: nnx.Rngs,
   return model
 
 
-__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create"]
+__all__ = ["NAMES", "ConvClassifier", "LayerOutput", "create",
+           "export_pretrained", "load_pretrained", "logits", "predict"]

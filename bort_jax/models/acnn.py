@@ -48,6 +48,7 @@ from typing import NamedTuple, Optional, Sequence
 
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 
 
@@ -109,10 +110,10 @@ class ACNN(common.ConvClassifier):
                width_multiplier: float = 1.0, min_channels: int = 1,
                dropout_rate: float = 0.0, dropout_before: Optional[str] = None,
                explain_layer: Optional[str] = None):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
     scale = common.width_scaler(width_multiplier, min_channels)
-    dropout_rate = common.check_rate("dropout_rate", dropout_rate)
+    dropout_rate = validate.check_rate("dropout_rate", dropout_rate)
     self.layer_names = tuple(f"conv{i + 1}" for i in range(len(specs)))
     self.relu_after = tuple(spec.relu for spec in specs)
     self._explain_layer = self.layer_name(explain_layer or len(specs))
@@ -141,7 +142,7 @@ class ACNN(common.ConvClassifier):
     return "relu" if relu else "linear"
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
-    common.check_images(x, self.in_channels)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels)
     for name, relu in zip(self.layer_names, self.relu_after):
       if self.dropout is not None and name == self.dropout_before:
         x = common.dropout(self.dropout, x, eval_mode)

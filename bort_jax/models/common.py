@@ -1,5 +1,5 @@
-"""What the convolutional models share: width scaling, argument checks, pooling
-and the explainer interface (``features``, ``conv_inputs``, ``conv``).
+"""What the convolutional models share: width scaling, pooling and the
+explainer interface (``features``, ``conv_inputs``, ``conv``).
 
 Every convolutional model writes its forward pass once, as a generator
 ``_trace(x, activation, eval_mode)`` that yields one :class:`LayerOutput` per
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import gemm_conv
 
 Activation = Callable[[jax.Array], jax.Array]
@@ -52,41 +53,10 @@ def width_scaler(width_multiplier: float = 1.0,
   """A model's ``width -> channels`` map: :func:`scale_width` with its
   ``width_multiplier`` and ``min_channels`` overrides, both checked."""
   return functools.partial(
-      scale_width, width_multiplier=check_width_multiplier(width_multiplier),
-      min_channels=check_positive_int("min_channels", min_channels))
-
-
-def check_positive_int(name: str, value) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"{name} must be a positive int, got {value!r}.")
-  return int(value)
-
-
-def check_width_multiplier(value) -> float:
-  if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-      or not np.isfinite(value) or value <= 0):
-    raise ValueError(
-        f"width_multiplier must be a finite float > 0, got {value!r}.")
-  return float(value)
-
-
-def check_rate(name: str, value) -> float:
-  if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
-      or not 0.0 <= value < 1.0):
-    raise ValueError(f"{name} must be a float in [0, 1), got {value!r}.")
-  return float(value)
-
-
-def check_images(x: jax.Array, in_channels: int,
-                 image_size: Optional[int] = None) -> None:
-  """Raises ValueError unless ``x`` is an NHWC batch the model was built for."""
-  shape = jnp.shape(x)
-  if len(shape) != 4 or shape[-1] != in_channels:
-    raise ValueError(
-        f"expected NHWC images with {in_channels} channels, got shape {shape}.")
-  if image_size is not None and tuple(shape[1:3]) != (image_size, image_size):
-    raise ValueError(
-        f"expected {image_size}x{image_size} images, got shape {shape}.")
+      scale_width,
+      width_multiplier=validate.check_positive_float("width_multiplier",
+                                                     width_multiplier),
+      min_channels=validate.check_positive_int("min_channels", min_channels))
 
 
 def resolve_activation(activation: Optional[Activation]) -> Activation:
@@ -116,25 +86,14 @@ def set_dtypes(module: nnx.Module, dtype, param_dtype) -> None:
   that are not a layer's own (class token, position tables) keep
   ``param_dtype`` and promote what they are added to.
   """
-  dtype = check_float_dtype("dtype", dtype)
-  param_dtype = check_float_dtype("param_dtype", param_dtype)
+  dtype = validate.check_float_dtype("dtype", dtype)
+  param_dtype = validate.check_float_dtype("param_dtype", param_dtype)
   for _, node in nnx.iter_graph(module):
     if isinstance(node, nnx.Module) and hasattr(node, "param_dtype"):
       node.dtype = dtype
       node.param_dtype = param_dtype
     elif isinstance(node, nnx.Param):
       node.set_value(node.get_value().astype(param_dtype))
-
-
-def check_float_dtype(name: str, value) -> jnp.dtype:
-  try:
-    dtype = jnp.dtype(value)
-  except TypeError:
-    dtype = None
-  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(f"{name} must be a floating dtype such as float32 or "
-                     f"bfloat16, got {value!r}.")
-  return dtype
 
 
 def symmetric_padding(pad: int):
@@ -242,17 +201,8 @@ class ConvClassifier(nnx.Module):
 
   def layer_name(self, layer: LayerRef) -> str:
     """The name of ``layer``: a 1-based index into ``layer_names`` or a name."""
-    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
-      if not 1 <= layer <= len(self.layer_names):
-        raise ValueError(f"layer index must be in [1, {len(self.layer_names)}] "
-                         f"(1-based), got {layer}.")
-      return self.layer_names[int(layer) - 1]
-    if isinstance(layer, str):
-      if layer not in self.layer_names:
-        raise ValueError(
-            f"unknown layer {layer!r}; expected one of {self.layer_names}.")
-      return layer
-    raise TypeError(f"layer must be an int or a str, got {layer!r}.")
+    return self.layer_names[
+        validate.layer_index(self.layer_names, layer) - 1]
 
   def features(self, x: jax.Array, layer: LayerRef, *,
                activation: Optional[Activation] = None) -> jax.Array:

@@ -8,7 +8,7 @@ matrix products:
     patches[b, p, (i, j, c)] = x_padded[b, s·p + d·(i, j), c]
     y = patches @ W.reshape(kh·kw·c_in, c_out)
 
-``python -m experiments.bench_conv`` times both per layer (BENCHMARKS.md): on
+``python -m benchmarks.bench_conv`` times both per layer (BENCHMARKS.md): on
 2 cores, ACNN-Small's conv5 (3×3, 864 → 2592 channels on a 6×6 map) trains at
 96 GFLOP/s as a convolution and 129 as a matmul (the GEMM rate being 126);
 ResNet50's convs gain 1.3–3.5×, except the 3×3 at 56×56×64 (0.9×). The

@@ -12,6 +12,7 @@ from typing import Optional
 
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 
 _CONV_WIDTHS = (6, 16)
@@ -33,9 +34,9 @@ class LeNet(common.ConvClassifier):
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, in_channels: int,
                image_size: int, width_multiplier: float = 1.0,
                min_channels: int = 1):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
-    self.image_size = common.check_positive_int("image_size", image_size)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
+    self.image_size = validate.check_positive_int("image_size", image_size)
     if _flat_size(self.image_size) < 1:
       raise ValueError(f"image_size must be at least 16 for LeNet, got {image_size}.")
     scale = common.width_scaler(width_multiplier, min_channels)
@@ -58,7 +59,8 @@ class LeNet(common.ConvClassifier):
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
     del eval_mode  # LeNet has neither BN nor dropout.
-    common.check_images(x, self.in_channels, self.image_size)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels,
+                              image_size=self.image_size)
     conv1 = activation(self.conv1(x))
     yield common.LayerOutput("conv1", x, conv1)
     pooled1 = common.max_pool(conv1, 2, 2)

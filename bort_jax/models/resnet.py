@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 
 _STAGE_SIZES = (3, 4, 6, 3)
@@ -90,8 +91,8 @@ class ResNet(common.ConvClassifier):
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, in_channels: int = 3,
                width_multiplier: float = 1.0, min_channels: int = 1,
                stage_sizes: Sequence[int] = _STAGE_SIZES):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
     scale = common.width_scaler(width_multiplier, min_channels)
     stage_sizes = tuple(stage_sizes)
     if len(stage_sizes) != len(_STAGE_WIDTHS) or not all(
@@ -119,7 +120,7 @@ class ResNet(common.ConvClassifier):
     self.head_pool = "avg"
 
   def _trace(self, x, activation, eval_mode: Optional[bool]) -> common.Trace:
-    common.check_images(x, self.in_channels)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels)
     stem = activation(common.batch_norm(self.stem_bn, self.stem(x), eval_mode))
     yield common.LayerOutput("stem", x, stem)
     x = common.max_pool(stem, 3, 2, pad=1)

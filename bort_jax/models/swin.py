@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 from bort_jax.models import transformer
 
@@ -160,15 +161,15 @@ class SwinTransformer(nnx.Module):
                num_heads: Sequence[int] = _NUM_HEADS, window_size: int = 7,
                mlp_ratio: float = 4.0, width_multiplier: float = 1.0,
                min_channels: int = 1, drop_path_rate: float = 0.3):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
-    self.image_size = common.check_positive_int("image_size", image_size)
-    patch_size = common.check_positive_int("patch_size", patch_size)
-    window_size = common.check_positive_int("window_size", window_size)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
+    self.image_size = validate.check_positive_int("image_size", image_size)
+    patch_size = validate.check_positive_int("patch_size", patch_size)
+    window_size = validate.check_positive_int("window_size", window_size)
     scale = common.width_scaler(width_multiplier, min_channels)
-    drop_path_rate = common.check_rate("drop_path_rate", drop_path_rate)
-    depths = tuple(common.check_positive_int("depths", d) for d in depths)
-    num_heads = tuple(common.check_positive_int("num_heads", n) for n in num_heads)
+    drop_path_rate = validate.check_rate("drop_path_rate", drop_path_rate)
+    depths = tuple(validate.check_positive_int("depths", d) for d in depths)
+    num_heads = tuple(validate.check_positive_int("num_heads", n) for n in num_heads)
     if len(depths) != len(num_heads):
       raise ValueError(f"depths {depths} and num_heads {num_heads} must have "
                        "one entry per stage.")
@@ -204,7 +205,8 @@ class SwinTransformer(nnx.Module):
                            rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    common.check_images(x, self.in_channels, self.image_size)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels,
+                              image_size=self.image_size)
     x = self.patch_norm(self.patch_embed(x))
     for stage in self.stages:
       x = stage(x)

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 
 _STAGE_WIDTHS = (64, 128, 256, 512, 512)
@@ -21,7 +22,7 @@ _POOLED_HW = (7, 7)
 
 # torchvision's VGG init: He-normal over fan-out for convs, N(0, 0.01) dense.
 _CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
-_DENSE_INIT = nnx.initializers.normal(0.01)
+DENSE_INIT = nnx.initializers.normal(0.01)
 
 
 class VGG(common.ConvClassifier):
@@ -31,10 +32,10 @@ class VGG(common.ConvClassifier):
                width_multiplier: float = 1.0, min_channels: int = 1,
                convs_per_stage: Sequence[int] = _CONVS_PER_STAGE,
                dropout_rate: float = 0.5):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
     scale = common.width_scaler(width_multiplier, min_channels)
-    dropout_rate = common.check_rate("dropout_rate", dropout_rate)
+    dropout_rate = validate.check_rate("dropout_rate", dropout_rate)
     convs_per_stage = tuple(convs_per_stage)
     if len(convs_per_stage) != len(_STAGE_WIDTHS) or not all(
         isinstance(n, int) and n >= 1 for n in convs_per_stage):
@@ -53,7 +54,7 @@ class VGG(common.ConvClassifier):
           kernel_init=_CONV_INIT, rngs=rngs))
       fan_in = width
     hidden = scale(_HIDDEN)
-    dense = dict(kernel_init=_DENSE_INIT, rngs=rngs)
+    dense = dict(kernel_init=DENSE_INIT, rngs=rngs)
     self.fc1 = nnx.Linear(fan_in * _POOLED_HW[0] * _POOLED_HW[1], hidden, **dense)
     self.fc2 = nnx.Linear(hidden, hidden, **dense)
     self.fc3 = nnx.Linear(hidden, num_classes, **dense)
@@ -67,7 +68,7 @@ class VGG(common.ConvClassifier):
     return None if index - 1 in self.pool_after else "relu"
 
   def _trace(self, x, activation, eval_mode) -> common.Trace:
-    common.check_images(x, self.in_channels)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels)
     for index, name in enumerate(self.layer_names, start=1):
       conv_input = x
       x = activation(getattr(self, name)(x))

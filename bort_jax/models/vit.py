@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from bort_jax import validate
 from bort_jax.models import common
 from bort_jax.models import transformer
 
@@ -44,14 +45,14 @@ class VisionTransformer(nnx.Module):
                num_heads: int = 6, mlp_ratio: float = 4.0,
                width_multiplier: float = 1.0, min_channels: int = 1,
                drop_path_rate: float = 0.1):
-    num_classes = common.check_positive_int("num_classes", num_classes)
-    self.in_channels = common.check_positive_int("in_channels", in_channels)
-    self.image_size = common.check_positive_int("image_size", image_size)
-    patch_size = common.check_positive_int("patch_size", patch_size)
-    depth = common.check_positive_int("depth", depth)
-    num_heads = common.check_positive_int("num_heads", num_heads)
+    num_classes = validate.check_positive_int("num_classes", num_classes)
+    self.in_channels = validate.check_positive_int("in_channels", in_channels)
+    self.image_size = validate.check_positive_int("image_size", image_size)
+    patch_size = validate.check_positive_int("patch_size", patch_size)
+    depth = validate.check_positive_int("depth", depth)
+    num_heads = validate.check_positive_int("num_heads", num_heads)
     scale = common.width_scaler(width_multiplier, min_channels)
-    drop_path_rate = common.check_rate("drop_path_rate", drop_path_rate)
+    drop_path_rate = validate.check_rate("drop_path_rate", drop_path_rate)
     if image_size % patch_size:
       raise ValueError(f"image_size {image_size} must be a multiple of "
                        f"patch_size {patch_size}.")
@@ -72,7 +73,8 @@ class VisionTransformer(nnx.Module):
                            rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    common.check_images(x, self.in_channels, self.image_size)
+    validate.check_image_shape("x", x.shape, channels=self.in_channels,
+                              image_size=self.image_size)
     patches = self.patch_embed(x)
     tokens = patches.reshape(x.shape[0], -1, patches.shape[-1])
     cls = jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, tokens.shape[-1]))

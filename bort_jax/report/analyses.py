@@ -10,9 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from bort_jax import plots
+from bort_jax import models, plots
 from bort_jax.report import stats
 from bort_jax.report.registry import Analysis, Claim, register
 
@@ -92,16 +91,11 @@ def _compare_proportions(measured, ctx, name):
 
 # ------------------------------------------------------------------ Table 1
 
-@nnx.jit
-def _predict(model, x):
-  return jnp.argmax(model(x), -1)
-
-
 def _correct_on_test_split(run, ctx):
   correct = []
   for batch in ctx.test_split():
     keep = np.asarray(batch["mask"]).astype(bool)
-    predictions = np.asarray(_predict(run.model, jnp.asarray(batch["image"])))
+    predictions = np.asarray(models.predict(run.model, batch["image"]))
     correct.append((predictions == np.asarray(batch["label"]))[keep])
   return np.concatenate(correct).astype(np.float64)
 
@@ -545,10 +539,11 @@ def _adversarial(run, ctx):
   x_adv = explain.synthesize_adversarial(run.model, x_source, x_target,
                                          layer=ctx.layer, k=ctx.k,
                                          B=ctx.explain.B)
-  predictions = np.asarray(_predict(run.model, x_adv))
-  target_classes = np.asarray(_predict(run.model, x_target))
+  predictions = np.asarray(models.predict(run.model, x_adv))
+  target_classes = np.asarray(models.predict(run.model, x_target))
   success, counted = adversarial_outcomes(
-      np.asarray(_predict(run.model, x_source)), target_classes, predictions)
+      np.asarray(models.predict(run.model, x_source)), target_classes,
+      predictions)
   return {"sources": np.asarray(x_source), "targets": np.asarray(x_target),
           "x_adv": np.asarray(x_adv), "predictions": predictions,
           "target_classes": target_classes, "success": success,

@@ -97,12 +97,12 @@ def create_optimizer(config, learning_rate: optax.ScalarOrSchedule
         optax.add_decayed_weights(weight_decay, mask=mask),
         optax.sgd(learning_rate, momentum=config.momentum))
   if name == "bort_sgd":
-    return bort_jax.bort_sgd(learning_rate, config.lam,
+    return bort_jax.bort_sgd(learning_rate, lam=config.lam,
                              momentum=config.momentum, **bort)
   if name == "adamw":
     return optax.adamw(learning_rate, weight_decay=weight_decay, mask=mask)
   if name == "bort_adamw":
-    return bort_jax.bort_adamw(learning_rate, config.lam, **bort)
+    return bort_jax.bort_adamw(learning_rate, lam=config.lam, **bort)
   if name == "lamb":
     return optax.lamb(learning_rate, weight_decay=weight_decay, mask=mask)
-  return bort_jax.bort_lamb(learning_rate, config.lam, **bort)
+  return bort_jax.bort_lamb(learning_rate, lam=config.lam, **bort)

@@ -30,7 +30,7 @@ def depth_for(prefetch_batches: int, devices) -> int:
   for -1 (auto) :data:`AUTO_DEPTH` unless every device is the host's CPU,
   then 0: there the producer thread's augmentation takes cores from the step
   itself (a 2-core digits run: wall clock x1.12 with depth 2,
-  experiments.bench_goodput in BENCHMARKS.md)."""
+  benchmarks.bench_goodput in BENCHMARKS.md)."""
   if prefetch_batches != -1:
     return prefetch_batches
   on_cpu = all(device.platform == "cpu" for device in devices)

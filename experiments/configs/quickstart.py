@@ -22,20 +22,19 @@ same comparison from the config actually used (``PAPER_RECIPE`` vs ``train``):
   almost nothing to resample. The floor widens only those two cheap layers:
   XLA counts +4 % FLOPs and +7 % bytes per train step, and the step measured
   +3 to +7 % (wall) and +4 to +5 % (CPU time) on a loaded 2-core machine
-  (experiments.bench_demo_width, BENCHMARKS.md); the explain part measured
+  (BENCHMARKS.md, measured at b123492); the explain part measured
   no difference under that load (100 s with, 107 s without); a floor of 16
   (8, 16, 36, ...) measured +12 % wall per step. x0.25 (2, 6, 72, 216, 648 channels)
   costs about 4x per epoch (conv FLOPs grow with the square of the width):
   40 epochs of it would take about 9 minutes per run on 2 CPU cores, so the
   demo keeps the paper's 40 epochs at x0.125 rather than a wider net trained
   3x shorter; docs/demo.md shows how both choices change the verdicts
-  (experiments.demo_choices).
+  (studies.demo_choices).
 - explainers on 16 test images (figures show 6); Table 1's claim uses all
   360 test images; RISE with 500 masks; IG, GuidedIG and XRAI's inner IG 32
   steps; deletion/insertion 28 pixels per step (28 steps); k = 64 salient
   channels (16 for LeNet's conv2); 64 adversarial pairs (disjoint pairs of
-  test images; their cost over 16 pairs is in BENCHMARKS.md,
-  experiments.bench_report).
+  test images; their cost over 16 pairs is in BENCHMARKS.md).
 
 Estimated on a quiet 2-core machine from per-epoch costs measured here (LeNet
 0.33 s, ACNN-Small x0.125 3.4 s per epoch of digits, before the floor, which

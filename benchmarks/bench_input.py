@@ -5,7 +5,7 @@ noise, quality 90) in memory, then times, interleaved in the same run (best of
 ``--repeats``), for each recipe (``deit``: 1 split + Mixup/CutMix; ``cnn``: the
 CNN recipe's 3 augmentation splits):
 
-* ``old``: the path before the host/device split (``experiments/input_baseline.py``):
+* ``old``: the path before the host/device split (``benchmarks/input_baseline.py``):
   full-size decode, float32 on the host (normalise, numpy erasing noise), the
   per-batch Mixup/CutMix in numpy.
 * ``new``: ``bort_jax.data``'s iterator over the JPEG bytes (``finish=False``): the
@@ -22,25 +22,25 @@ that cross to the device, and how far the reduced-size decode moves the output
 (mean |Δ| and PSNR of the new uint8 output vs the same draws decoded at full
 size), with the load average (timings on a shared machine are noisy).
 
-    python -m experiments.bench_input [--recipes deit,cnn] [--images 96] [--repeats 3]
+    python -m benchmarks.bench_input [--recipes deit,cnn] [--images 96] [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import io
 import json
 import os
-import time
 
 import jax
 import numpy as np
 from PIL import Image
 
+from benchmarks import input_baseline
+from benchmarks import timing
 from bort_jax.data import augment, base, finish
 from bort_jax.data.iterator import DataIterator
-from experiments import input_baseline
+from experiments import _cli
 from experiments.configs import recipes
 
 # Table 2 rows whose Table 7 augmentation is timed: one split (DeiT) and the
@@ -110,10 +110,9 @@ def time_old(recipe, jpegs, batch, threads) -> float:
   pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
   try:
     old_batch(jobs[:threads], transform, rng, pool)  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(jobs) - batch + 1, batch):
-      old_batch(jobs[i:i + batch], transform, rng, pool)
-    return time.perf_counter() - start
+    return timing.timed(lambda: [
+        old_batch(jobs[i:i + batch], transform, rng, pool)
+        for i in range(0, len(jobs) - batch + 1, batch)])[0]
   finally:
     if pool:
       pool.shutdown()
@@ -124,9 +123,8 @@ def time_new(recipe, jpegs, batch, threads) -> tuple[float, list]:
   iterator = jpeg_iterator(jpegs, train_transform(recipe), batch, threads)
   try:
     iterator._batch(1, 0)  # warm-up (another epoch: the timed batches stay fresh)
-    start = time.perf_counter()
-    batches = [next(iterator) for _ in range(iterator.steps_per_epoch)]
-    return time.perf_counter() - start, batches
+    return timing.timed(
+        lambda: [next(iterator) for _ in range(iterator.steps_per_epoch)])
   finally:
     iterator.close()
 
@@ -135,12 +133,9 @@ def time_finish(recipe, jpegs, batches, repeats) -> float:
   """Seconds per image of the jitted device half on this host's CPU."""
   iterator = jpeg_iterator(jpegs, train_transform(recipe), len(batches[0]["label"]), 1)
   jax.block_until_ready(iterator.finish(batches[0]))  # compile
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for batch in batches:
-      jax.block_until_ready(iterator.finish(batch))
-    best = min(best, time.perf_counter() - start)
+  best = timing.best_seconds(
+      lambda: [jax.block_until_ready(iterator.finish(b)) for b in batches],
+      repeats)
   return best / (len(batches) * len(batches[0]["label"]))
 
 
@@ -178,7 +173,7 @@ def bytes_per_image(recipe, jpegs, host_batch) -> tuple[float, float]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--recipes", default=",".join(RECIPES))
   parser.add_argument("--images", type=int, default=96)
   parser.add_argument("--batch", type=int, default=32)

@@ -1,11 +1,26 @@
-"""The machine's float32 matmul rate, the baseline every benchmark divides by,
-and the timer every benchmark measures with."""
+"""How every benchmark measures time: wall-clock seconds of calls that wait for
+the device, and the machine's float32 matmul rate, the baseline every
+benchmark divides by."""
+
+from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+  """``(seconds, result)`` of one ``fn()``, waiting for its device arrays."""
+  start = time.perf_counter()
+  result = jax.block_until_ready(fn())
+  return time.perf_counter() - start, result
+
+
+def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """The fastest of ``repeats`` calls of ``fn()`` (compile it beforehand)."""
+  return min(timed(fn)[0] for _ in range(repeats))
 
 
 def seconds_per_step(run_steps: Callable[[int], None], steps: int,
@@ -41,3 +56,4 @@ def gemm_rate(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
   times = seconds_per_step(run_steps, 1, repeats,
                            lambda: jax.block_until_ready(last[0]))
   return 2 * n ** 3 / min(times)
+

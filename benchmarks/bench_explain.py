@@ -22,37 +22,38 @@ images, all in one run:
   images share one gradient call per step) vs PAIR saliency's ``GuidedIG``
   (a per-image Python loop calling the same jitted gradient function), on
   the same images (PAIR's run with np.quantile's removed ``interpolation=``
-  keyword mapped to ``method=``, experiments/pair_numpy.py).
+  keyword mapped to ``method=``, tests/pair_numpy.py).
 
 Each loop's result is checked against the vectorised one (GuidedIG's is
 reported, not asserted: PAIR's path is float64, ours float32).  Prints images/s
-and ratios, and writes them with this command line to ``--out`` (markdown).
+and ratios, and with ``--out`` writes them with this command line there
+(markdown).
 
-    python -m experiments.bench_explain [--images 8] [--guided-ig-steps 32]
+    python -m benchmarks.bench_explain [--images 8] [--guided-ig-steps 32]
         [--out docs/bench_explain.md]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from benchmarks.timing import best_seconds, timed
 from bort_jax import explain
 from bort_jax import models
 from bort_jax.explain import _common
 from bort_jax.explain import activation_tracking
 from bort_jax.explain import attribution
 from bort_jax.explain import metrics
-from experiments import pair_numpy
+from experiments import _cli
+from tests import pair_numpy  # the PAIR/numpy shim the tests use
 
 
 def random_model(width: float, seed: int = 0):
@@ -70,15 +71,6 @@ def random_model(width: float, seed: int = 0):
     return jnp.zeros(leaf.shape, leaf.dtype)
 
   return nnx.merge(graphdef, jax.tree.map(fill, state))
-
-
-def best_time(fn, repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return min(times)
 
 
 # ------------------------------------------------------------------ SAT loops
@@ -165,7 +157,7 @@ def pair_guided_ig_loop(model, x, steps):
   """PAIR's GuidedIG, one image at a time, on our jitted gradient function."""
   import saliency.core as saliency_core  # pylint: disable=import-outside-toplevel
 
-  targets = np.asarray(attribution.resolved_targets(model, x, None))
+  targets = np.asarray(models.predict(model, x))
   call = attribution.pair_call_model_function(model)
   explainer = saliency_core.GuidedIG()
   with pair_numpy.quantile_accepts_interpolation():
@@ -179,7 +171,7 @@ def pair_guided_ig_loop(model, x, steps):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--images", type=int, default=8)
   parser.add_argument("--width", type=float, default=1.0)
   parser.add_argument("--k", type=int, default=64)
@@ -188,7 +180,8 @@ def main(argv=None):
                       "28 steps)")
   parser.add_argument("--guided-ig-steps", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=2)
-  parser.add_argument("--out", default="docs/bench_explain.md")
+  parser.add_argument("--out", default=None,
+                      help="also write the table here (docs/bench_explain.md)")
   args = parser.parse_args(argv)
 
   model = random_model(args.width)
@@ -209,13 +202,11 @@ def main(argv=None):
   reference = jax.block_until_ready(fast())
   jax.block_until_ready(general())
   jax.block_until_ready(sat_channel_loop(model, x, layer, 1, B, gamma))
-  t_fast = best_time(fast, args.repeats)
-  t_general = best_time(general, args.repeats)
+  t_fast = best_seconds(fast, args.repeats)
+  t_general = best_seconds(general, args.repeats)
   np.testing.assert_allclose(general(), reference, rtol=1e-4, atol=1e-4)
-  start = time.perf_counter()
-  looped = jax.block_until_ready(sat_channel_loop(model, x, layer, k, B,
+  t_loop, looped = timed(lambda: sat_channel_loop(model, x, layer, k, B,
                                                   gamma))
-  t_loop = time.perf_counter() - start
   np.testing.assert_allclose(looped, reference, rtol=1e-4, atol=1e-4)
   rows += [("SAT k=%d" % k, "explain.sat (vmap k, kernel-slice top)", t_fast,
             None),
@@ -232,17 +223,17 @@ def main(argv=None):
                                                   step=args.step)
   result = jax.block_until_ready(vectorised())
   assert float(jnp.max(result.tied_fraction)) == 0.0
-  t_vec = best_time(vectorised, args.repeats)
+  t_vec = best_seconds(vectorised, args.repeats)
   tie_invariant = lambda: explain.deletion_insertion(model, x, tied,
                                                      step=args.step)
   tied_result = jax.block_until_ready(tie_invariant())
-  t_tied = best_time(tie_invariant, 1)
+  t_tied = best_seconds(tie_invariant, 1)
   loop_times = []
   for per_image in (False, True):
     di_step_loop(model, x[:1], reference[:1], 28 * 28, per_image)  # compile
-    start = time.perf_counter()
-    curves = di_step_loop(model, x, untied, args.step, per_image)
-    loop_times.append(time.perf_counter() - start)
+    seconds, curves = timed(
+        lambda: di_step_loop(model, x, untied, args.step, per_image))
+    loop_times.append(seconds)
     np.testing.assert_allclose(curves[0], result.deletion, rtol=1e-4,
                                atol=1e-5)
     np.testing.assert_allclose(curves[1], result.insertion, rtol=1e-4,
@@ -263,16 +254,15 @@ def main(argv=None):
 
   # GuidedIG: native (all images per gradient call) vs PAIR's per-image loop.
   steps = args.guided_ig_steps
-  native = lambda: explain.guided_ig(model, x, steps=steps)
+  native = lambda: explain.guided_ig(model, x, steps=steps,
+                                     per_channel=True)
   ours = np.asarray(jax.block_until_ready(native()))
-  t_native = best_time(native, args.repeats)
+  t_native = best_seconds(native, args.repeats)
   gig = f"GuidedIG, {steps} steps"
   rows.append((gig, "explain.guided_ig (native JAX, batched)", t_native,
                None))
   pair_guided_ig_loop(model, x[:1], 2)  # compile the gradient function
-  start = time.perf_counter()
-  pair = pair_guided_ig_loop(model, x, steps)
-  t_pair = time.perf_counter() - start
+  t_pair, pair = timed(lambda: pair_guided_ig_loop(model, x, steps))
   # Not asserted: PAIR walks the path in float64, we in float32, and the
   # path is discontinuous in its selections, so the two may drift apart
   # (the tests check agreement on small models; in float64, with
@@ -282,7 +272,7 @@ def main(argv=None):
                f"gradient; L1 difference {gap:.1e} of PAIR's)", t_pair,
                t_pair / t_native))
 
-  command = "python -m experiments.bench_explain " + " ".join(
+  command = "python -m benchmarks.bench_explain " + " ".join(
       argv if argv is not None else sys.argv[1:])
   lines = [
       "## Explainers: vectorised vs Python loops",

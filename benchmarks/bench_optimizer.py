@@ -14,12 +14,11 @@ It also times ``bort_jax.orthogonality_stats`` of the same parameters, jitted,
 and prints it as a multiple of one Bort-S update (``stats/bort``, the same
 run): what a diagnostics call costs the training loop.
 
-    python -m experiments.bench_optimizer [--models acnn_small_mnist,resnet50]
+    python -m benchmarks.bench_optimizer [--models acnn_small_mnist,resnet50]
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import platform
@@ -30,10 +29,11 @@ import numpy as np
 import optax
 from flax import nnx
 
+from benchmarks.bench_train import comma_choices
+from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax import models
-from experiments.bench_train import comma_choices
-from experiments.gemm import gemm_rate, seconds_per_step
+from experiments import _cli
 
 
 def model_params(name: str, width: float = 1.0):
@@ -60,8 +60,7 @@ def bort_flops(params) -> float:
       jax.tree.leaves(dims, is_leaf=lambda x: isinstance(
           x, bort_jax.BortDimensionNumbers))):
     if selected:
-      out = int(np.prod(leaf.shape[leaf.ndim - dim.n_out_axes:]))
-      fan_in = leaf.size // out
+      fan_in, out = bort_jax.kernels.matrix_view(leaf, dim)[0].shape[-2:]
       total += 4.0 * min(out, fan_in) * out * fan_in
   return total
 
@@ -110,7 +109,7 @@ def bench(name: str, repeats: int, width: float = 1.0) -> dict:
   lr, lam, momentum, wd = 0.01, 0.1, 0.9, 1e-4
   sgd = optax.chain(optax.add_decayed_weights(wd, bort_jax.default_mask),
                     optax.sgd(lr, momentum=momentum))
-  bort = bort_jax.bort_sgd(lr, lam, momentum=momentum, weight_decay=wd)
+  bort = bort_jax.bort_sgd(lr, lam=lam, momentum=momentum, weight_decay=wd)
   t_sgd = time_update(sgd, params, repeats)
   t_bort = time_update(bort, params, repeats)
   t_stats = time_stats(params, repeats)
@@ -134,7 +133,7 @@ def bench(name: str, repeats: int, width: float = 1.0) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--models", default="acnn_small_mnist,resnet50",
                       type=comma_choices(models.NAMES, "models"))
   parser.add_argument("--repeats", type=int, default=5)

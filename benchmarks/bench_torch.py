@@ -22,7 +22,7 @@ on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
    XLA's FLOPs of the step per second over the matmul rate of the
    precision's dtype measured in the same run (4096³, JAX).
 
-    python -m experiments.bench_torch [--models acnn_small_mnist,resnet50]
+    python -m benchmarks.bench_torch [--models acnn_small_mnist,resnet50]
         [--steps 20] [--precisions tf32,amp] [--optimizers bort_sgd,sgd]
         [--batch_sizes 128,256] [--no_compile] [--json out.json]
 
@@ -30,7 +30,7 @@ on the smaller side of ``W`` as bort_jax does. This script times, on one GPU
 bort_jax for every row first, then the ``torch.compile`` columns, so a time
 limit leaves what was measured.
 ``--image_size 32 --gemm_size 256`` are smoke-test sizes for the CPU
-(``bash experiments/gpu_session.sh smoke``); without a GPU the JSON's
+(``bash benchmarks/gpu_session.sh smoke``); without a GPU the JSON's
 ``env`` says so and ``cudnn.benchmark`` is not set.
 
 Needs ``torch`` (and ``torchvision`` for ResNet50), which ``requirements.txt``
@@ -49,11 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import bench_train
+from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax.train import state as state_lib
-from experiments import bench_train
+from experiments import _cli
 from experiments.configs import recipes
-from experiments.gemm import gemm_rate, seconds_per_step
 
 PARTS = ("correction", "optimizer", "train")
 
@@ -187,7 +188,7 @@ def jax_optimizer_seconds(name: str, steps: int, repeats: int) -> list[float]:
   model = state_lib.create_model(config)
   params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   grads = jax.tree.map(lambda p: jnp.full_like(p, 1e-3), params)
-  tx = bort_jax.bort_sgd(config.learning_rate, config.lam,
+  tx = bort_jax.bort_sgd(config.learning_rate, lam=config.lam,
                          momentum=config.momentum,
                          weight_decay=config.weight_decay)
 
@@ -220,7 +221,7 @@ def bench_optimizer_step(name: str, steps: int, repeats: int) -> dict:
 #         cudnn.benchmark; bort_jax with compute_dtype=bfloat16 (float32
 #         params and optimizer state on both sides).
 PRECISIONS = ("tf32", "amp")
-# Bort-S first: the target compares the Bort-S steps.
+# Bort-S first: the target (BENCHMARKS.md) compares the Bort-S steps.
 OPTIMIZERS = ("bort_sgd", "sgd")
 
 
@@ -332,7 +333,7 @@ def torch_compile_columns(row: dict, steps: int, repeats: int) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   comma = bench_train.comma_choices
   parser.add_argument("--models", default="acnn_small_mnist,resnet50",
                       type=comma(SETUPS, "models"))

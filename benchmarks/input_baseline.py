@@ -1,5 +1,5 @@
 """The input pipeline before the uint8 host / float device split, kept as the baseline
-of ``experiments/bench_input.py``: a copy of ``bort_jax.data.augment``'s per-example
+of ``benchmarks/bench_input.py``: a copy of ``bort_jax.data.augment``'s per-example
 path at commit 9d5b281 (full-size JPEG decode, float32 on the host: normalise, numpy
 Random Erasing noise, per-batch Mixup/CutMix in numpy). The unchanged parts (the crop box,
 RandAugment, colour jitter, the erasing and CutMix boxes) are imported from the library.

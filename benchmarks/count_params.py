@@ -2,12 +2,12 @@
 size and class count, without allocating weights (``nnx.eval_shape``).
 
 Prints a markdown table (all parameters; the kernels Bort's default mask
-selects) and writes it to ``--out``.
+selects) and, with ``--out``, writes it to that file below its hand-written part.
 
-    python -m experiments.count_params [--out docs/models.md]
+    python -m benchmarks.count_params [--out docs/models.md]
 """
 
-import argparse
+import os
 import sys
 
 import jax
@@ -16,6 +16,7 @@ from flax import nnx
 
 import bort_jax
 from bort_jax import models
+from experiments import _cli
 
 # name -> (input, classes), as the paper uses each model.
 SETTINGS = {
@@ -61,18 +62,24 @@ def table() -> str:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default="docs/models.md",
-                      help="markdown file to write ('' to only print)")
+  parser = _cli.ArgumentParser(__doc__)
+  parser.add_argument("--out", default=None,
+                      help="also write the table here (docs/models.md)")
   args = parser.parse_args(argv)
-  text = ("## Model sizes\n\nWritten by `python -m experiments.count_params`; "
+  text = ("## Model sizes\n\nWritten by `python -m benchmarks.count_params "
+          "--out docs/models.md`; "
           "counts from `nnx.eval_shape`, no weights allocated. \"Bort kernels\": "
           "leaves selected by `bort_jax.default_mask` (conv, dense, attention, "
           "patch-embedding kernels).\n\n" + table())
   print(text)
   if args.out:
+    # The page's hand-written part, above this section, is kept.
+    kept = ""
+    if os.path.exists(args.out):
+      with open(args.out) as f:
+        kept = f.read().partition("## Model sizes")[0]
     with open(args.out, "w") as f:
-      f.write(text)
+      f.write(kept + text)
 
 
 if __name__ == "__main__":

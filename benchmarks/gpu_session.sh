@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 15 in one device call, results under $OUT.
+# Every GPU measurement (mixed precision, goodput, input pipeline) in one
+# device call, results under $OUT.
 #
-#   bash experiments/gpu_session.sh prepare            # here, once: the wheels
-#   bash experiments/gpu_session.sh [run] [PART...]    # on the GPU (all parts,
+#   bash benchmarks/gpu_session.sh prepare            # here, once: the wheels
+#   bash benchmarks/gpu_session.sh [run] [PART...]    # on the GPU (all parts,
 #                                                      # or only those named)
-#   PYTHON=/tmp/torchenv/bin/python bash experiments/gpu_session.sh smoke
-#   DRY_RUN=1 bash experiments/gpu_session.sh [smoke]  # print the parts only
+#   PYTHON=/tmp/torchenv/bin/python bash benchmarks/gpu_session.sh smoke
+#   DRY_RUN=1 bash benchmarks/gpu_session.sh [smoke]  # print the parts only
 #
-# With the device tool: run(command="bash experiments/gpu_session.sh",
+# With the device tool: run(command="bash benchmarks/gpu_session.sh",
 #   carry=[".whl"], timeout_s=600). The device image has Python 3.12, jax
 # 0.11.2, flax 0.12.10, numpy 2.5, torch 2.11 (+ torchvision, timm) and lacks
 # ml-collections and tensorboardX (they travel as wheels in .whl/, made by
@@ -29,14 +30,14 @@
 #    Table 1 recipe at paper width, 10 of its 40 epochs of 50k synthetic
 #    28x28 images (1,950 steps of 256; MNIST cannot be downloaded there),
 #    wall clock split into compile, steps, evaluation, diagnostics,
-#    checkpointing, input wait. ~1 min (the issue's 40 epochs took 135 s).
+#    checkpointing, input wait. ~1 min (a 40-epoch run took 135 s).
 # 3. bench_input [0.8]: the ImageNet train transform on the host's 16 cores,
 #    256 JPEGs, old float path vs the uint8 host half, serial and 16
 #    threads, best of 2, deit and cnn recipes; finish_batch per image on the
 #    GPU. ~0.6 min.
 # 4. bench_torch_sgd [1.3]: the ResNet50 row with SGD at batch 128, PyTorch
 #    AMP eager vs bort_jax bf16 (no torch.compile: part 1 has it), the setup
-#    of the issue's table. ~1 min (one XLA compile); batch 256 would need
+#    of the PyTorch comparison table. ~1 min (one XLA compile); batch 256 would need
 #    another ~0.8 min.
 # 5. bench_optimizer [0.8]: one Bort-S update vs SGD's, and
 #    orthogonality_stats vs one Bort-S update, ACNN-Small and ResNet50 at
@@ -134,7 +135,7 @@ if [[ -z "$DRY_RUN" ]]; then
   } 2>&1 | grep -v "^WARNING" | tee -a "$LOG"
 fi
 
-bench_torch=(env "JAX_COMPILATION_CACHE_DIR=$JAX_CACHE" "$PYTHON" -m experiments.bench_torch)
+bench_torch=(env "JAX_COMPILATION_CACHE_DIR=$JAX_CACHE" "$PYTHON" -m benchmarks.bench_torch)
 if [[ "$MODE" == "smoke" ]]; then
   # torch.compile of ResNet50 takes minutes on 2 CPU cores: part 1 compiles
   # ACNN-Small (28 px), part 4 runs ResNet50 (32 px) without it.
@@ -142,30 +143,30 @@ if [[ "$MODE" == "smoke" ]]; then
   part bench_torch_bort 240 "${bench_torch[@]}" --models acnn_small_mnist \
     --parts train --precisions amp --optimizers bort_sgd "${toy[@]}" \
     --json "$OUT/bench_torch_bort.json"
-  part bench_goodput 120 "$PYTHON" -m experiments.bench_goodput \
+  part bench_goodput 120 "$PYTHON" -m benchmarks.bench_goodput \
     --config table1_mnist_acnn_small_bort_sgd --width 0.05 --epochs 0.003 \
     --dataset synthetic --json "$OUT/bench_goodput.json"
-  part bench_input 120 "$PYTHON" -m experiments.bench_input --images 8 --batch 4 \
+  part bench_input 120 "$PYTHON" -m benchmarks.bench_input --images 8 --batch 4 \
     --repeats 1 --json "$OUT/bench_input.json"
   part bench_torch_sgd 180 "${bench_torch[@]}" --models resnet50 --parts train \
     --precisions amp --optimizers sgd --no_compile "${toy[@]}" --image_size 32 \
     --json "$OUT/bench_torch_sgd.json"
-  part bench_optimizer 120 "$PYTHON" -m experiments.bench_optimizer \
+  part bench_optimizer 120 "$PYTHON" -m benchmarks.bench_optimizer \
     --models acnn_small_mnist --width 0.125 --repeats 1 \
     --json "$OUT/bench_optimizer.json"
 else
   part bench_torch_bort 270 "${bench_torch[@]}" --models resnet50 --parts train \
     --precisions amp --optimizers bort_sgd --batch_sizes 128,256 --steps 20 \
     --repeats 3 --json "$OUT/bench_torch_bort.json"
-  part bench_goodput 80 "$PYTHON" -m experiments.bench_goodput \
+  part bench_goodput 80 "$PYTHON" -m benchmarks.bench_goodput \
     --config table1_mnist_acnn_small_bort_sgd --width 1.0 --epochs 10 \
     --dataset synthetic --json "$OUT/bench_goodput.json"
-  part bench_input 50 "$PYTHON" -m experiments.bench_input --images 256 \
+  part bench_input 50 "$PYTHON" -m benchmarks.bench_input --images 256 \
     --repeats 2 --json "$OUT/bench_input.json"
   part bench_torch_sgd 75 "${bench_torch[@]}" --models resnet50 --parts train \
     --precisions amp --optimizers sgd --no_compile --batch_sizes 128 \
     --steps 20 --repeats 3 --json "$OUT/bench_torch_sgd.json"
-  part bench_optimizer 45 "$PYTHON" -m experiments.bench_optimizer \
+  part bench_optimizer 45 "$PYTHON" -m benchmarks.bench_optimizer \
     --models acnn_small_mnist,resnet50 --repeats 5 \
     --json "$OUT/bench_optimizer.json"
 fi

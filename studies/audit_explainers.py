@@ -1,7 +1,7 @@
 r"""How Table 3's SAT comparison and Fig. 6c's synthesis move with the choices
 the paper leaves open, on trained SGD / Bort-S runs (the demo's layout).
 
-    python -m experiments.audit_explainers [--workdir runs/quickstart]
+    python -m studies.audit_explainers [--workdir runs/quickstart]
         [--out docs/audit_explainers.md]
 
 ``WORKDIR/<model>_sgd`` and ``WORKDIR/<model>_bort_sgd`` (``make demo`` writes
@@ -35,9 +35,6 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,9 +44,11 @@ from bort_jax import train
 from bort_jax.explain import _common
 from bort_jax.explain import metrics
 from bort_jax.explain import onehot_backtrack
+from bort_jax.models import predict
 from bort_jax.report import analyses
 from bort_jax.report import runs as runs_lib
 from bort_jax.report import stats
+from experiments import _cli
 from experiments.configs import quickstart as quickstart_config
 
 PAPER_CHANNELS, PAPER_K = 2592, 64  # ACNN-Small conv5 on MNIST, Fig. 5
@@ -168,8 +167,8 @@ def fig6c_rows(models, x, labels, layer, ecfg):
   norm = lambda a: np.linalg.norm(np.asarray(a).reshape(len(a), -1), axis=1)
   rows = {}
   for opt, model in models.items():
-    target_class = np.asarray(jnp.argmax(model(xt), -1))
-    fooled = lambda adv: (np.asarray(jnp.argmax(model(adv), -1))
+    target_class = np.asarray(predict(model, xt))
+    fooled = lambda adv: (np.asarray(predict(model, adv))
                           == target_class).astype(np.float64)
     synth = lambda **kw: explain.synthesize_adversarial(
         model, xs, xt, layer=layer, **{"k": k, "B": ecfg.B, **kw})
@@ -191,8 +190,8 @@ def fig6c_rows(models, x, labels, layer, ecfg):
     for name, adv in out.items():
       rows.setdefault(name, {})[opt] = fooled(adv)
     rows.setdefault("(source's class kept, report)", {})[opt] = (
-        np.asarray(jnp.argmax(model(report), -1))
-        == np.asarray(jnp.argmax(model(xs), -1))).astype(np.float64)
+        np.asarray(predict(model, report))
+        == np.asarray(predict(model, xs))).astype(np.float64)
   return list(rows.items())
 
 
@@ -247,16 +246,14 @@ def markdown(results, ecfg, command) -> str:
   return "\n".join(lines)
 
 
-def define_flags():
-  flags.DEFINE_string("workdir", "runs/quickstart",
-                      "folder with <model>_sgd and <model>_bort_sgd runs")
-  flags.DEFINE_string("out", None, "also write this markdown file")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # orbax logs every restore
-  workdir = flags.FLAGS.workdir
+def main(argv=None):
+  parser = _cli.ArgumentParser(__doc__)
+  parser.add_argument("--workdir", default="runs/quickstart",
+                      help="folder with <model>_sgd and <model>_bort_sgd runs")
+  parser.add_argument("--out", default=None,
+                      help="also write the markdown here")
+  args = parser.parse_args(argv)
+  workdir = args.workdir
   ecfg = quickstart_config.explain_config()
   results = {}
   for model_name in quickstart_config.get_config().models:
@@ -270,13 +267,10 @@ def main(argv):
     results[label] = (table3_rows(models, x, layer, ecfg),
                       fig6c_rows(models, x, labels, layer, ecfg))
   text = markdown(results, ecfg, " ".join(
-      ["python -m experiments.audit_explainers", *sys.argv[1:]]))
-  print(text)
-  if flags.FLAGS.out:
-    with open(flags.FLAGS.out, "w", encoding="utf-8") as f:
-      f.write(text)
+      ["python -m studies.audit_explainers",
+       *(sys.argv[1:] if argv is None else argv)]))
+  _cli.print_and_write(text, args.out)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

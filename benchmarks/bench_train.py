@@ -14,7 +14,7 @@ lowering, which counts only the multiply-adds that touch the input (a 3×3 tap
 on a padding zero is not counted); both lowerings are divided by that same
 number. ``dense GFLOP`` counts every tap, as PyTorch's FLOP counter does.
 
-    python -m experiments.bench_train [--batch_size 64] [--steps 5]
+    python -m benchmarks.bench_train [--batch_size 64] [--steps 5]
         [--repeats 3] [--lowerings gemm,xla] [--json out.json]
 
 XLA flags are read from ``XLA_FLAGS`` as usual; pass them there to compare.
@@ -33,12 +33,13 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+from benchmarks.timing import gemm_rate, seconds_per_step
 from bort_jax.models import gemm_conv
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
 from bort_jax.train import state as state_lib
 from bort_jax.train import step as step_lib
-from experiments.gemm import gemm_rate, seconds_per_step
+from experiments import _cli
 
 
 def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
@@ -129,7 +130,7 @@ def comma_choices(allowed, what: str):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--batch_size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=5)
   parser.add_argument("--repeats", type=int, default=3)

@@ -1,6 +1,6 @@
 r"""How the demo's settings change the verdicts: one table from several reports.
 
-  python -m experiments.demo_choices --out docs/demo_choices.md \
+  python -m studies.demo_choices --out docs/demo_choices.md \
       --report "12 epochs, ACNN-Small ×0.125=runs/a/report.json" \
       --report "40 epochs, ACNN-Small ×0.125=runs/b/report.json"
 
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 
-from absl import app
-from absl import flags
+from experiments import _cli
 
 
 def _short(claim: dict) -> str:
@@ -60,26 +59,24 @@ def choices_table(reports: dict) -> str:
       + lines + ["", *commands, ""])
 
 
-def define_flags():
-  flags.DEFINE_multi_string("report", None, "LABEL=PATH of a report.json",
-                            required=True)
-  flags.DEFINE_string("out", "docs/demo_choices.md", "markdown file to write")
-
-
-def main(argv):
-  del argv
+def main(argv=None):
+  parser = _cli.ArgumentParser(__doc__)
+  parser.add_argument("--report", action="append", required=True,
+                      metavar="LABEL=PATH", help="a report.json and its label "
+                      "(repeat for each setting)")
+  parser.add_argument("--out", default=None,
+                      help="also write the table here (docs/demo_choices.md)")
+  args = parser.parse_args(argv)
   reports = {}
-  for item in flags.FLAGS.report:
+  for item in args.report:
     label, sep, path = item.rpartition("=")
     if not sep or not label:
-      raise ValueError(f"--report must be LABEL=PATH; got {item!r}")
+      parser.error(f"--report must be LABEL=PATH; got {item!r}")
     with open(path, encoding="utf-8") as f:
       reports[label] = json.load(f)
-  with open(flags.FLAGS.out, "w", encoding="utf-8") as f:
-    f.write(choices_table(reports))
-  print(f"wrote {flags.FLAGS.out}")
+  text = choices_table(reports)
+  _cli.print_and_write(text, args.out)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  main()

@@ -40,7 +40,7 @@ the DeiT recipe's Table 7 augmentation (RandAugment, colour jitter, random
 erasing, Mixup/CutMix) on random 112x112 RGB images, a DeiT-S at 0.125 width
 and depth 2, batch 32, ``--steps`` steps.
 
-    python -m experiments.bench_goodput [--config digits_acnn_small_bort_sgd]
+    python -m benchmarks.bench_goodput [--config digits_acnn_small_bort_sgd]
         [--width 0.25] [--epochs 3] [--steps N] [--dataset synthetic]
         [--prefetch 0,2] [--repeats 1] [--compile_cache 1] [--json out.json]
 """
@@ -61,12 +61,14 @@ import time
 
 import jax
 
+from benchmarks import timing
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop as loop_lib
 from bort_jax.train import metrics as metrics_lib
 from bort_jax.train import prefetch as prefetch_lib
 from bort_jax.train import state as state_lib
 from bort_jax.train import step as step_lib
+from experiments import _cli
 
 PARTS = ("compile", "setup", "train_steps", "evaluation", "diagnostics",
          "checkpointing", "input_wait", "logging", "other")
@@ -167,9 +169,8 @@ def hooks(clock: Clock, step_sync: bool = True):
 def run(config, workdir, step_sync: bool = True) -> dict:
   clock = Clock()
   with hooks(clock, step_sync):
-    start = time.perf_counter()
-    final = loop_lib.train_and_evaluate(config, workdir)
-    total = time.perf_counter() - start
+    total, final = timing.timed(
+        lambda: loop_lib.train_and_evaluate(config, workdir))
   seconds = dict(clock.seconds, compile=clock.loop_compile_seconds)
   seconds["other"] = total - sum(v for k, v in seconds.items() if k != "other")
   return {"total_s": total, "seconds": seconds,
@@ -254,7 +255,7 @@ def compare_prefetch(args, depths, repeats: int) -> dict:
 
 def _child(args, cache_dir: str, out: pathlib.Path) -> dict:
   """One run in a fresh process (what a resumed job is), its result."""
-  argv = [sys.executable, "-m", "experiments.bench_goodput",
+  argv = [sys.executable, "-m", "benchmarks.bench_goodput",
           f"--config={args.config}", f"--width={args.width}",
           f"--epochs={args.epochs}", f"--steps={args.steps or 0}",
           f"--prefetch={args.prefetch.split(',')[-1]}",
@@ -286,7 +287,7 @@ def compare_compile_cache(args, pairs: int) -> dict:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--config", default="digits_acnn_small_bort_sgd",
                       help=f"a module of experiments/configs, or "
                       f"{INPUT_HEAVY!r}")

@@ -7,19 +7,19 @@ of ResNet50's (224×224 input, batch 8). For each, the jitted gradient of
 ``--repeats``) with ``lax.conv_general_dilated`` and with ``gemm_conv``, and
 both are checked equal. GFLOP/s count every tap (3 × 2·B·H'·W'·k²·C_in·C_out).
 
-    python -m experiments.bench_conv [--repeats 3]
+    python -m benchmarks.bench_conv [--repeats 3]
 """
 
 from __future__ import annotations
 
-import argparse
 
 import jax
 import numpy as np
 from jax import lax
 
+from benchmarks.timing import gemm_rate, seconds_per_step
 from bort_jax.models import gemm_conv
-from experiments.gemm import gemm_rate, seconds_per_step
+from experiments import _cli
 
 # name: (batch, input size, C_in, C_out, kernel, stride, padding)
 LAYERS = {
@@ -72,10 +72,10 @@ def time_layer(batch, size, c_in, c_out, kernel, stride, pad, repeats):
   return flops, seconds, error
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+  parser = _cli.ArgumentParser(__doc__)
   parser.add_argument("--repeats", type=int, default=3)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   gemm = gemm_rate()
   print(f"{jax.devices()[0].platform}, jax {jax.__version__}; "
         f"GEMM float32 2048^3: {gemm / 1e9:.1f} GFLOP/s")
