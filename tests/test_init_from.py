@@ -1,8 +1,11 @@
 """``config.init_from``: a run that starts from another run's weights."""
 
+import hashlib
 import importlib
 import json
 import logging
+import os
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -165,3 +168,64 @@ def test_batch_statistics_are_loaded_and_the_optimizer_starts_fresh(
              for x in jax.tree.leaves(loaded.opt_state))  # fresh momentum
   assert json.loads((tmp_path / init_from.RECORD_NAME).read_text())[
       "kind"] == "checkpoint"
+
+
+# Opt-in (like test_pretrained's Swin-S row): a full-width ResNet50 is built,
+# exported, converted and trained one step; 257 s on the loaded 2-core machine.
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("BORT_SLOW_TESTS"),
+                    reason="full-width ResNet50: set BORT_SLOW_TESTS=1")
+def test_a_converted_torchvision_checkpoint_is_the_first_eval(tmp_path,
+                                                             monkeypatch):
+  """``init_from=`` a torchvision-layout ResNet50 file (exported from a
+  model of ours with its own weights and running statistics): the run's eval
+  before any step equals that checkpoint's accuracy and loss, computed here
+  from ``models.load_pretrained``; then it takes a Bort-S step."""
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from bort_jax import data, models  # pylint: disable=import-outside-toplevel
+  source = models.create("resnet50", num_classes=1000, rngs=nnx.Rngs(3))
+  state = models.export_pretrained("resnet50", source)
+  rng = np.random.default_rng(0)
+  for name in state:  # running statistics that are not the init's 0 / 1
+    if name.endswith("running_mean"):
+      state[name] = rng.normal(0, 0.1, state[name].shape).astype(np.float32)
+    if name.endswith("running_var"):
+      state[name] = rng.uniform(0.5, 2.0, state[name].shape).astype(np.float32)
+  path = tmp_path / "resnet50.safetensors"
+  save_file(state, str(path))
+
+  config = recipes.imagenet_finetune("resnet50", "bort_sgd")
+  config.data_dir = str(pathlib.Path(__file__).parent / "data" / "tfds")
+  config.augment.crop_size, config.augment.eval_resize = 32, 36
+  config.batch_size, config.eval_batch_size, config.num_train_steps = 2, 4, 1
+  config.init_from, config.progress = str(path), False
+  # One device: the fixture's 6 training images do not fill 8 devices.
+  from bort_jax.train import mesh as mesh_lib  # pylint: disable=import-outside-toplevel
+  one_device = mesh_lib.create_mesh(jax.devices()[:1])
+  monkeypatch.setattr(mesh_lib, "create_mesh", lambda *_: one_device)
+  train.train_and_evaluate(config, tmp_path / "run")
+  first, last = _records(tmp_path / "run")
+
+  model = models.load_pretrained("resnet50", str(path))
+  # The eval split as the loop reads it (4 images in the fixture).
+  batch = next(iter(data.load(
+      config.dataset, split=config.eval_split, batch_size=4, train=False,
+      seed=config.seed, data_dir=config.data_dir,
+      augment=config.augment.to_dict())))
+  keep = np.asarray(batch["mask"]).astype(bool)
+  labels = np.asarray(batch["label"])[keep]
+  logits = np.asarray(models.logits(model, batch["image"][keep]), np.float64)
+  log_probs = logits - logits.max(1, keepdims=True)
+  log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+  assert first["eval_examples"] == len(labels) == 4
+  correct = [logits.argmax(1) == labels]
+  losses = [-log_probs[np.arange(len(labels)), labels]]
+  assert first["step"] == 0 and last["step"] == 1
+  assert first["top1"] == np.mean(np.concatenate(correct))
+  np.testing.assert_allclose(first["eval_loss"],
+                             np.mean(np.concatenate(losses)), rtol=1e-5)
+  provenance = json.loads((tmp_path / "run" / init_from.RECORD_NAME)
+                          .read_text())
+  assert provenance["kind"] == "checkpoint"
+  assert provenance["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
