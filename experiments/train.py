@@ -15,13 +15,16 @@ Re-running with the same ``--workdir`` resumes from its latest checkpoint;
 steps from DIR instead of compiling them again.
 SIGINT/SIGTERM save a checkpoint at the next step and exit with status 75
 (EX_TEMPFAIL: run the command again to resume); a second run on a busy
-workdir, a changed config without ``--allow_config_change`` and a diverged
-run exit with status 1 and a message. A bad flag or config key exits with
-status 2 and one line. Third-party INFO logs (orbax, jax) are off unless
-``--verbosity=0``.
+workdir, a changed config without ``--allow_config_change``, a checkpoint that
+could not be written and a diverged run exit with status 1 and a message (a
+diverged run's ends with the command that resumes from its best checkpoint:
+``--config.restore_step=best`` and a lower learning rate). A bad flag or
+config key exits with status 2 and one line. Third-party INFO logs (orbax,
+jax) are off unless ``--verbosity=0``.
 """
 
 import ast
+import shlex
 import sys
 
 from absl import app, flags
@@ -85,6 +88,22 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's index (multi-host).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+def resume_command(argv, resume: dict) -> str:
+  """The command line ``argv`` with ``resume``'s config values (and
+  ``--allow_config_change``) in place of its own."""
+  names = [f"--config.{key}" for key in resume]
+  kept, args = [], iter(argv[1:])
+  for arg in args:
+    if arg in names:  # "--config.key value": its value goes too
+      next(args, None)
+    elif not arg.startswith(tuple(f"{n}=" for n in names) + (
+        "--allow_config_change", "--noallow_config_change")):
+      kept.append(arg)
+  return shlex.join([sys.executable, "-m", "experiments.train", *kept] + [
+      f"--config.{key}={value}" for key, value in resume.items()] + [
+          "--allow_config_change"])
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -109,8 +128,12 @@ def main(argv):
   except train.TrainingInterrupted as e:
     print(e, file=sys.stderr)
     sys.exit(EXIT_INTERRUPTED)
+  except train.DivergenceError as e:
+    resume = (f"\nResume from the best checkpoint with:\n  "
+              f"{resume_command(sys.argv, e.resume)}" if e.resume else "")
+    sys.exit(f"{type(e).__name__}: {e}{resume}")
   except (train.WorkdirBusyError, train.ConfigChangeError,
-          train.DivergenceError) as e:
+          train.CheckpointSaveError) as e:
     sys.exit(f"{type(e).__name__}: {e}")
   summary = {k: v for k, v in final.items() if k != "orthogonality"}
   print(summary)

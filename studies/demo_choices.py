@@ -20,7 +20,8 @@ from experiments import _cli
 def _short(claim: dict) -> str:
   readings = [e["reading"] for e in claim["evidence"]]
   counts = ", ".join(f"{readings.count(r)} {r}" for r in
-                     ("supports", "contradicts", "undecided") if r in readings)
+                     ("supports", "contradicts", "undecided", "observation")
+                     if r in readings)
   return f"**{claim['verdict']}** ({counts or 'nothing measured'})"
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bort_jax import data
-from bort_jax.data import augment, idx
+from bort_jax.data import augment, idx, sources
 
 TFDS_CASES = [  # name, eval split, expected image shape, classes
     ("mnist", "test", (28, 28, 1), 10),
@@ -262,3 +262,20 @@ def test_synthetic_is_a_function_of_seed_and_index():
   assert abs(a["image"].mean()) < 0.2 and abs(a["image"].std() - 1) < 0.1
   with pytest.raises(ValueError, match="synthetic:NUM_CLASSES"):
     data.load("synthetic:ten", split="train", batch_size=2, train=True)
+
+
+@pytest.mark.parametrize("labels, error", [
+    ((3, 12), r"label 12 at index 1 .*integers in \[0, 10\)"),
+    ((3, -1), r"label -1 at index 1 .*integers in \[0, 10\)"),
+    (([3], [4]), r"labels have shape \(2, 1\); one label per image"),
+])
+def test_tfds_labels_are_checked_when_read(monkeypatch, labels, error):
+  import tensorflow_datasets as tfds  # pinned: a missing package must fail
+  image = np.zeros((28, 28, 1), np.uint8)
+  records = [{"image": image, "label": label} for label in labels]
+  with tfds.testing.mock_data(num_examples=2):
+    monkeypatch.setattr(tfds, "data_source", lambda *a, **k: records)
+    source = sources.tfds_source("mnist", "train")
+    with pytest.raises(ValueError, match=r"tfds 'mnist' split 'train', examples "
+                       r"\[0, 1\]: " + error):
+      source.read(np.arange(2))

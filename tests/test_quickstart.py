@@ -85,6 +85,8 @@ def test_report_has_every_claim_section_model_and_method(demo):
     assert (claim["evidence"] and not claim["missing"]) or uncounted, claim
     assert not claim["missing"] or claim["verdict"] != "holds", claim
     for evidence in claim["evidence"]:
+      if evidence["ci"] is None:  # one seed, within-run interval unusable
+        continue
       low, high = evidence["ci"]
       assert low <= evidence["difference"] <= high, evidence
   claims_md = markdown[:markdown.index("\n## Setup\n")]
@@ -138,6 +140,8 @@ def test_every_number_is_finite(demo):
   for path, value in values:
     if path.endswith("success rate (%)") and value is None:
       continue
+    if value is None and (".seeds." in path or path.endswith(".ci")):
+      continue  # one seed: no interval over seeds; too few images: unusable
     assert value is not None, f"null at {path}"
     if isinstance(value, float):
       assert math.isfinite(value), f"{path} = {value}"
@@ -212,18 +216,15 @@ def test_notebook_runs_headless_on_the_demo_checkpoint(demo, tmp_path):
 @pytest.mark.slow
 def test_report_numbers_recompute_from_the_saved_runs(demo):
   """A Table 3 AUC (IG deletion) and a Fig. 3b ratio, recomputed here from
-  the run's checkpoint and the first 4 test images with the TINY_FLAGS
+  the run's checkpoint and the 4 random test images with the TINY_FLAGS
   settings, equal what report.json says."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from bort_jax import data, explain, train  # pylint: disable=import-outside-toplevel
+  from bort_jax import explain, train  # pylint: disable=import-outside-toplevel
 
   workdir, document, _ = demo
   entry = document["models"]["acnn_small_mnist_w0.25"]
   (run,) = entry["runs"]["Bort-S"]
   model, config = train.load_trained(workdir / run["workdir"])
-  batch = next(iter(data.load(config.dataset, split="test", batch_size=4,
-                              train=False)))
-  images = jnp.asarray(batch["image"])
+  images, _, _ = report.runs.test_images(config, 4, seed=0)  # as the report
   ig = explain.integrated_gradients(model, images, steps=4)
   auc = explain.deletion_insertion(model, images, ig, step=196)
   table3 = entry["sections"]["table3"]["IG · Bort-S"]

@@ -64,8 +64,7 @@ def test_reproduce_end_to_end_on_the_tfds_fixture(tmp_path):
                  "table3_logit", "fig6a", "fig6c"]
   assert all(c["verdict"] in report.VERDICTS for c in document["claims"])
   (table1,) = [c for c in document["claims"] if c["id"] == "table1"]
-  assert [e["units"].split(" test")[0] for e in table1["evidence"]] == ["20",
-                                                                        "20"]
+  assert [e["within_run"]["n"] for e in table1["evidence"]] == [20, 20]
   assert document["errors"] == []
   for model in document["models"].values():
     for opt, (run,) in model["runs"].items():

@@ -369,11 +369,12 @@ def check_bad_checkpoints(tmp_path):
   before = _tree_digest(checkpoints)
   with pytest.raises(train.CheckpointError, match="config.json.*model_overrides"):
     train.train_and_evaluate(wider, tmp_path)
-  # Without config.json to compare against, the array shapes give it away.
+  # Without config.json to compare against (allowed, the gap recorded),
+  # the array shapes give it away.
   (tmp_path / "config.json").unlink()
   with pytest.raises(train.CheckpointError,
                      match=f"{checkpoints / '2'}.*shape"):
-    train.train_and_evaluate(wider, tmp_path)
+    train.train_and_evaluate(wider, tmp_path, allow_config_change=True)
   assert _tree_digest(checkpoints) == before
   # Corrupt array data: the error names the step directory.
   for path in (checkpoints / "2" / "state").rglob("*"):
@@ -381,7 +382,8 @@ def check_bad_checkpoints(tmp_path):
       path.write_bytes(b"\0garbage" * 4)
   corrupt = _tree_digest(checkpoints)
   with pytest.raises(train.CheckpointError, match=str(checkpoints / "2")):
-    train.train_and_evaluate(resume_config(4), tmp_path)
+    train.train_and_evaluate(resume_config(4), tmp_path,
+                             allow_config_change=True)
   assert _tree_digest(checkpoints) == corrupt
 
 

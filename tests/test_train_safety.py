@@ -1,10 +1,13 @@
 """Runs that never lose work: divergence, one run per workdir, preemption,
 metrics and config provenance on resume, data checked before training."""
 
+import ast
 import json
 import logging
 import os
 import pathlib
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -27,6 +30,7 @@ from bort_jax.data import idx
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop, optimizers
 from bort_jax.train import step as step_lib
+from experiments import train as train_cli
 from experiments.configs import recipes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -93,7 +97,8 @@ def test_checkpointer_refuses_a_nonfinite_state(tmp_path):
   state["opt_state"]["trace"][1] = np.inf
   with pytest.raises(train.DivergenceError,
                      match=r"at step 2 \(NaN/inf in \['opt_state'\]\['trace"
-                     r"'\]\).*" + str(tmp_path / "1")):
+                     r"'\]\).*kept checkpoints in " + str(tmp_path) +
+                     r": step 1 \(no loss recorded\).*restore_step='best'"):
     checkpointer.save(2, state, {})
   assert checkpointer.latest_step() == 1 and not (tmp_path / "2").exists()
   checkpointer.close()
@@ -507,3 +512,238 @@ def test_a_resume_in_the_same_second_keeps_the_earlier_event_file(
     writer.write_scalars(purge_step or 1, {"train_loss": 1.0})
     writer.close()
   assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
+
+
+# ------------------------------------------- divergence you can resume from
+
+
+def cli_env():
+  """The environment of a CLI run: 8 devices as in this process, so the
+  compiled steps come from this module's cache."""
+  return dict(os.environ, JAX_NUM_CPU_DEVICES="8", JAX_PLATFORMS="cpu",
+              JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+
+
+def test_a_diverged_run_resumes_from_its_best_checkpoint(tmp_path):
+  # 1 epoch (89 steps of 16) at lr 0.01, then lr 100 with a checkpoint
+  # every 2 steps: the issue's scenario.
+  flags = {"model_overrides.width_multiplier": 0.5, "batch_size": 16,
+           "eval_batch_size": 120, "progress": False}
+  train.train_and_evaluate(tiny(num_train_steps=-1, num_epochs=1.0),
+                           tmp_path)
+  diverging = tiny(num_train_steps=120, learning_rate=100.0,
+                   checkpoint_every_steps=2, log_every_steps=1)
+  with pytest.raises(train.DivergenceError) as error:
+    train.train_and_evaluate(diverging, tmp_path, allow_config_change=True)
+  message = str(error.value)
+  # Every kept step is listed with its losses; the epoch's checkpoint
+  # (step 89, evaluated) is the best.
+  kept = steps_on_disk(tmp_path)
+  assert kept[0] == 89 and len(kept) >= 2, (kept, message)
+  for step in kept:
+    assert f"step {step} (loss on the first eval batch " in message
+  assert re.search(r"step 89 \(loss on the first eval batch [0-9.]+, train "
+                   r"loss [0-9.]+, eval loss [0-9.]+\)", message), message
+  assert "Resume from the best one (step 89)" in message
+  assert error.value.resume == {"restore_step": "best", "learning_rate": 0.01}
+  # The command the CLI prints, from the diverged run's command line.
+  argv = ["experiments/train.py", f"--config={CONFIG_FILE}",
+          f"--workdir={tmp_path}", "--config.num_train_steps=120",
+          "--config.learning_rate", "100.0", "--allow_config_change",
+          "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
+          *[f"--config.{k}={v}" for k, v in flags.items()]]
+  command = shlex.split(train_cli.resume_command(argv, error.value.resume))
+  assert command[-3:] == ["--config.restore_step=best",
+                          "--config.learning_rate=0.01",
+                          "--allow_config_change"]
+  assert "100.0" not in command
+  done = subprocess.run(command, cwd=REPO, env=cli_env(), text=True,
+                        capture_output=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  final = ast.literal_eval(done.stdout.strip().splitlines()[-1])
+  assert final["step"] == 120 and np.isfinite(final["train_loss"])
+  # The continuation after step 89 was abandoned and recorded as such.
+  history = [json.loads(line) for line in
+             (tmp_path / "config_history.jsonl").read_text().splitlines()]
+  assert history[-1]["step"] == 89
+  assert history[-1]["abandoned_steps"] == kept[1:]
+  assert history[-1]["changed"]["learning_rate"] == {"from": 100.0,
+                                                     "to": 0.01}
+
+
+def test_restore_step_names_a_kept_step(tmp_path):
+  checkpointer = checkpoint_lib.Checkpointer(tmp_path, every_steps=1,
+                                             max_to_keep=1)
+  state = {"w": np.ones(3, np.float32)}
+  for step, loss in [(1, 0.5), (2, 0.2), (3, 0.9), (4, 3.0)]:
+    checkpointer.save(step, state, {}, metrics={"eval_batch_loss": loss})
+  assert [s for s, _ in checkpointer.kept()] == [2, 4]  # best + newest
+  assert checkpointer.resolve("best") == 2 and checkpointer.abandoned == [4]
+  assert checkpointer.resolve("latest") == 4 and checkpointer.abandoned == []
+  with pytest.raises(ValueError, match=r"restore_step=3 is not a kept "
+                     r"checkpoint; allowed: 'latest', 'best' or one of the "
+                     r"steps \[2, 4\]"):
+    checkpointer.resolve(3)
+  checkpointer.close()
+  with pytest.raises(ValueError, match="restore_step='newest' must be"):
+    train.check_config(tiny(restore_step="newest"))
+
+
+# ------------------------------------------------ records that never lie
+
+
+def test_records_follow_the_checkpoints(tmp_path):
+  config = tiny(num_train_steps=2)
+  train.train_and_evaluate(config, tmp_path)
+  # Checkpoints without config.json: what they were trained with is
+  # unknown, so a changed lam is not silently recorded as theirs.
+  (tmp_path / "config.json").unlink()
+  changed = tiny(num_train_steps=3, lam=0.5)
+  with pytest.raises(train.ConfigChangeError,
+                     match=r"checkpoints \(resuming step 2\) but no "
+                     r"config.json.*--allow_config_change"):
+    train.train_and_evaluate(changed, tmp_path)
+  train.train_and_evaluate(changed, tmp_path, allow_config_change=True)
+  history = [json.loads(line) for line in
+             (tmp_path / "config_history.jsonl").read_text().splitlines()]
+  assert len(history) == 1 and history[0]["step"] == 2
+  assert "config.json was missing" in history[0]["config_before"]
+  assert json.loads((tmp_path / "config.json").read_text())["lam"] == 0.5
+  # A failed attempt (diverged before its first checkpoint) rewrites no
+  # record: the original command still resumes.
+  records = {name: (tmp_path / name).read_text()
+             for name in ("config.json", "config_history.jsonl")}
+  with pytest.raises(train.DivergenceError):
+    train.train_and_evaluate(
+        tiny(num_train_steps=60, lam=0.5, learning_rate=1000.0,
+             log_every_steps=1), tmp_path, allow_config_change=True)
+  assert {name: (tmp_path / name).read_text() for name in records} == records
+  assert train.train_and_evaluate(changed, tmp_path)["step"] == 3
+  # A config.json that is not JSON is named.
+  (tmp_path / "config.json").write_text("{garbage")
+  with pytest.raises(ValueError, match=f"{tmp_path / 'config.json'} is not "
+                     "valid JSON"):
+    train.train_and_evaluate(changed, tmp_path)
+  with pytest.raises(ValueError, match="config.json is not valid JSON"):
+    train.load_trained(tmp_path)
+
+
+def test_metrics_jsonl_is_standard_json(tmp_path):
+  writer = metrics_lib.MetricsWriter(tmp_path)
+  writer.write_record({"step": 1, "train_loss": 0.5, "eval_loss": np.nan,
+                       "orthogonality": {"mean": {"sigma_max": np.inf}}})
+  writer.close()
+
+  def refuse(token):
+    raise ValueError(f"not JSON: {token}")
+
+  (line,) = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  record = json.loads(line, parse_constant=refuse)
+  assert record["eval_loss"] is None and record["train_loss"] == 0.5
+  assert record["orthogonality"]["mean"]["sigma_max"] is None
+  assert record["nonfinite"] == ["eval_loss", "orthogonality/mean/sigma_max"]
+
+
+# ------------------------------------------- every input before step 1
+
+
+def write_idx_dir(directory, *, train_labels=None, test_images=None,
+                  test_labels=None):
+  """A small IDX dataset (64 train, 16 test 28x28 images, 10 classes) with
+  the given parts replaced."""
+  rng = np.random.default_rng(0)
+  directory.mkdir()
+  test_images = (rng.integers(0, 255, (16, 28, 28), np.uint8)
+                 if test_images is None else test_images)
+  parts = {
+      "train-images-idx3-ubyte": rng.integers(0, 255, (64, 28, 28),
+                                              np.uint8),
+      "train-labels-idx1-ubyte": (np.arange(64, dtype=np.uint8) % 10
+                                  if train_labels is None else train_labels),
+      "t10k-images-idx3-ubyte": test_images,
+      "t10k-labels-idx1-ubyte": (np.arange(len(test_images), dtype=np.uint8)
+                                 % 10 if test_labels is None else
+                                 test_labels)}
+  for name, array in parts.items():
+    idx.write_idx(directory / name, array)
+  return f"idx:{directory}"
+
+
+@pytest.mark.parametrize("case, parts, error", [
+    ("negative", {"train_labels": np.arange(64, dtype=np.int8) % 11 - 1},
+     r"train-labels-idx1-ubyte: label -1 at index 0 .*integers in \[0, 10\)"),
+    ("fractional", {"train_labels": np.arange(64, dtype=np.float32) % 10 +
+                    0.5}, r"label 0.5 at index 0.*integers in \[0, 10\)"),
+    ("too large", {"test_labels": np.full(16, 12, np.uint8)},
+     r"t10k-labels-idx1-ubyte: label 12 at index 0.*integers in \[0, 10\)"),
+    ("one column", {"train_labels": (np.arange(64, dtype=np.uint8) %
+                                     10)[:, None]},
+     r"labels have shape \(64, 1\); one label per image is allowed, shape "
+     r"\(64,\)"),
+    ("eval size", {"test_images": np.zeros((16, 20, 20), np.uint8)},
+     r"'test' split .* images of shape \(20, 20, 1\) but the train split "
+     r"\(28, 28, 1\)"),
+    ("empty eval", {"test_images": np.zeros((0, 28, 28), np.uint8)},
+     r"'test' split of .* is empty"),
+])
+def test_bad_data_fails_before_step_1(tmp_path, monkeypatch, case, parts,
+                                      error):
+  del case
+  dataset = write_idx_dir(tmp_path / "data", **parts)
+  monkeypatch.setattr(step_lib, "make_train_step", None)  # never reached
+  with pytest.raises(ValueError, match=error):
+    train.train_and_evaluate(tiny(dataset=dataset), tmp_path / "run")
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("steps", [-5, 0])
+def test_num_train_steps_is_minus_one_or_positive(tmp_path, steps):
+  with pytest.raises(ValueError, match=f"num_train_steps={steps!r} must be "
+                     r"-1 \(num_epochs epochs\) or an int > 0"):
+    train.train_and_evaluate(tiny(num_train_steps=steps), tmp_path)
+  assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------- failed background saves
+
+
+def test_a_failed_background_save_stops_the_run_with_one_message(
+    tmp_path, monkeypatch, caplog):
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler  # pylint: disable=g-import-not-at-top
+  save = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+
+  async def disk_full_at_step_10(self, item, directory):
+    if "10.orbax-checkpoint-tmp" in str(directory):
+      raise OSError(28, "No space left on device")
+    return await save(self, item, directory)
+
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler,
+                      "_save_fn", disk_full_at_step_10)
+  make_train_step, calls = step_lib.make_train_step, []
+
+  def make(**kwargs):
+    train_step = make_train_step(**kwargs)
+
+    def counting(state, batch):
+      calls.append(None)
+      if len(calls) == 11:  # the failing save is over by the next step
+        time.sleep(1.0)
+      return train_step(state, batch)
+    return counting
+
+  monkeypatch.setattr(step_lib, "make_train_step", make)
+  with caplog.at_level(logging.WARNING), pytest.raises(
+      train.CheckpointSaveError,
+      match=rf"step 10 to {tmp_path / 'checkpoints' / '10'} failed "
+      r"\(OSError: \[Errno 28\] No space left on device\).*kept checkpoints"
+      r" in .*: step 5 \(loss on the first eval batch [0-9.]+, train loss "
+      r"[0-9.]+\)\. Fix the cause") as error:
+    train.train_and_evaluate(tiny(num_train_steps=20,
+                                  checkpoint_every_steps=5), tmp_path)
+  # At a step boundary right after the failure (before step 11, or before
+  # step 12 at the latest: step 11 waits for it), not at the next save (15).
+  assert len(calls) in (10, 11), len(calls)
+  assert error.value.__cause__ is not None
+  assert not [r for r in caplog.records if r.exc_info]  # no traceback logs

@@ -28,15 +28,32 @@ class Source(NamedTuple):
   read: Callable[[np.ndarray], tuple]
 
 
+def check_labels(name, labels, num_classes, num_images=None):
+  """`labels` as int32 after checking them: one per image (shape (N,)), whole
+  numbers in [0, num_classes). Errors name the first bad label and its index."""
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or (num_images is not None and len(labels) != num_images):
+    raise ValueError(f"{name}: labels have shape {labels.shape}; one label per image "
+                     f"is allowed, shape ({num_images if num_images is not None else 'N'},)")
+  if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+    raise ValueError(f"{name}: labels have dtype {labels.dtype}; integer class indices "
+                     f"are allowed")
+  bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0) | (labels >= num_classes))
+  if len(bad):
+    i = int(bad[0])
+    raise ValueError(f"{name}: label {labels[i].item()!r} at index {i} ({len(bad)} bad in all); "
+                     f"labels must be integers in [0, {num_classes})")
+  return labels.astype(np.int32)
+
+
 def array_source(name, images, labels, num_classes, mean=None, std=None):
-  """A `Source` over in-memory uint8 images (N, H, W, C) and integer labels (N,)."""
+  """A `Source` over in-memory uint8 images (N, H, W, C) and integer labels (N,)
+  in [0, num_classes)."""
   images = np.asarray(images)
-  labels = np.asarray(labels).astype(np.int32)
   if images.dtype != np.uint8 or images.ndim != 4:
     raise ValueError(f"{name}: images must be uint8 (N, H, W, C), got {images.dtype} "
                      f"{images.shape}")
-  if len(images) != len(labels):
-    raise ValueError(f"{name}: {len(images)} images but {len(labels)} labels")
+  labels = check_labels(name, labels, num_classes, len(images))
   if mean is None:
     mean, std = channel_stats(images)
 

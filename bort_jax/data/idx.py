@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 
-from bort_jax.data.base import DatasetNotFoundError, array_source, channel_stats
+from bort_jax.data.base import DatasetNotFoundError, array_source, channel_stats, check_labels
 
 # IDX type code -> big-endian numpy dtype.
 IDX_DTYPES = {
@@ -103,7 +103,8 @@ def idx_source(directory, split):
   """A `Source` over MNIST-format IDX files in `directory`, split 'train' or 'test'.
 
   Normalisation statistics come from the train images when present, so train and test
-  are normalised alike; classes are `max(train label) + 1`.
+  are normalised alike; classes are `max(train label) + 1`. Labels must be whole numbers
+  in [0, classes), one per image (a ValueError names the file and the first bad one).
   """
   if split not in IDX_PREFIXES:
     raise ValueError(f"idx datasets have splits {sorted(IDX_PREFIXES)}, got {split!r}")
@@ -116,6 +117,14 @@ def idx_source(directory, split):
       reference_images, reference_labels = _read_split(directory, "train")
     except DatasetNotFoundError:
       pass
-  num_classes = int(max(labels.max(initial=0), reference_labels.max(initial=0))) + 1
+  # Classes from the train labels (the model's outputs); checked first so a bad train
+  # label is named as such, then this split's labels against them.
+  num_classes = int(np.max(reference_labels, initial=0)) + 1
+  reference_file = find_idx_file(directory, IDX_PREFIXES["train"], "labels") if (
+      reference_labels is not labels) else None
+  if reference_file is not None:
+    check_labels(reference_file, reference_labels, num_classes)
+  labels = check_labels(find_idx_file(directory, IDX_PREFIXES[split], "labels"), labels,
+                        num_classes, len(images))
   return array_source(f"idx:{directory}", images, labels, num_classes,
                       *channel_stats(reference_images))

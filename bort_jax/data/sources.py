@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from bort_jax.data.base import DatasetNotFoundError, Source
+from bort_jax.data.base import DatasetNotFoundError, Source, check_labels
 from bort_jax.data.digits import digits_source
 from bort_jax.data.idx import idx_source
 from bort_jax.data.synthetic import synthetic_source
@@ -89,12 +89,16 @@ def tfds_source(name, split, data_dir=None):
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     raise DatasetNotFoundError(_not_prepared_message(name, data_dir, reason)) from None
   mean, std = TFDS_STATS[name]
+  num_classes = int(features["label"].num_classes)
 
   def read(indices):
     examples = [records[int(i)] for i in indices]
     images = [example["image"] for example in examples]
-    labels = [example["label"] for example in examples]
-    labels = np.asarray(labels, np.int32)
+    labels = check_labels(
+        f"tfds {name!r} split {split!r}, examples {[int(i) for i in indices[:8]]}"
+        f"{'...' if len(indices) > 8 else ''}",
+        [np.asarray(example["label"]).tolist() for example in examples], num_classes,
+        len(examples))
     if fixed:
       return np.stack(images).astype(np.uint8), labels
     if decoders is None:
@@ -102,7 +106,7 @@ def tfds_source(name, split, data_dir=None):
     return [bytes(image) for image in images], labels
 
   return Source(name=name, num_examples=len(records),
-                num_classes=int(features["label"].num_classes),
+                num_classes=num_classes,
                 image_shape=image_shape if fixed else None, channels=image_shape[-1],
                 mean=tuple(255 * m for m in mean), std=tuple(255 * s for s in std),
                 read=read)

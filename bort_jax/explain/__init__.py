@@ -77,6 +77,7 @@ from bort_jax.explain.metrics import (
 from bort_jax.explain.activation_tracking import DEFAULT_GAMMA, binarize, sat
 from bort_jax.explain.synthesis import (
     Decomposition,
+    adversarial_outcomes,
     adversarial_success_rate,
     cluster_components,
     decompose,
@@ -87,6 +88,7 @@ __all__ = [
     "DEFAULT_GAMMA",
     "Decomposition",
     "DeletionInsertion",
+    "adversarial_outcomes",
     "adversarial_success_rate",
     "binarize",
     "blur",

@@ -151,6 +151,41 @@ def synthesize_adversarial(model, x_source, x_target, *, layer, k: int = 64,
                   batch_size=batch_size), "synthesize_adversarial")
 
 
+def adversarial_outcomes(source_classes, target_classes, adversarial_classes):
+  """Fig. 6c's outcome per source/target pair: ``(success, counted)``.
+
+  A pair is *counted* when the model's predicted class of the source differs
+  from that of the target (otherwise a sample classified as the target's
+  class may just have kept the source's, and fools no one). A counted pair is
+  a *success* when the synthesized sample is classified as the target's
+  predicted class. This is the one definition of the rule: the report's
+  Fig. 6c and :func:`adversarial_success_rate` both use it.
+
+  Args:
+    source_classes: (P,) predicted class of each source image.
+    target_classes: (P,) predicted class of each target image.
+    adversarial_classes: (P,) predicted class of each synthesized sample.
+
+  Returns:
+    ``success``: float 0/1 per *counted* pair; ``counted``: (P,) bool.
+
+  Examples:
+    >>> success, counted = adversarial_outcomes([3, 1, 2], [4, 1, 6], [4, 1, 2])
+    >>> success.tolist(), counted.tolist()
+    ([1.0, 0.0], [True, False, True])
+  """
+  source_classes, target_classes, adversarial_classes = (
+      np.asarray(a).reshape(-1) for a in (source_classes, target_classes,
+                                          adversarial_classes))
+  if not len(source_classes) == len(target_classes) == len(adversarial_classes):
+    raise ValueError(f"one class per pair each; got {len(source_classes)} "
+                     f"sources, {len(target_classes)} targets and "
+                     f"{len(adversarial_classes)} synthesized samples")
+  counted = source_classes != target_classes
+  success = adversarial_classes[counted] == target_classes[counted]
+  return success.astype(np.float64), counted
+
+
 def adversarial_success_rate(model, x_adv, x_target, x_source=None) -> float:
   """Fraction of synthesized samples classified as their target's predicted
   class (Appendix A.5's "fools the classifier").
@@ -173,13 +208,13 @@ def adversarial_success_rate(model, x_adv, x_target, x_source=None) -> float:
           f"{x_adv.shape[0]} and {images.shape[0]}")
   predicted = lambda images: np.asarray(functional.predict(model, images))
   target_class = predicted(x_target)
-  success = predicted(x_adv) == target_class
   if x_source is None:
-    return float(success.mean())
-  counted = predicted(pairs["x_source"]) != target_class
+    return float(np.mean(predicted(x_adv) == target_class))
+  success, counted = adversarial_outcomes(predicted(pairs["x_source"]),
+                                          target_class, predicted(x_adv))
   if not counted.any():
     raise ValueError(
         f"every one of the {counted.size} sources is already predicted as "
         f"its target's class: no pair can show the synthesis fooling the "
         f"model; pick source/target pairs of different predicted classes")
-  return float(success[counted].mean())
+  return float(success.mean())

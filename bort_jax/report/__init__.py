@@ -4,8 +4,9 @@
   single declaration of each figure or claim, and :func:`register`.
 - :mod:`~bort_jax.report.analyses`: Section 4's analyses (Table 1, Fig. 3-6,
   Table 3, accuracy-vs-epoch curves), registered on import.
-- :mod:`~bort_jax.report.stats`: bootstrap intervals, intervals of 0/1
-  outcomes (Clopper-Pearson, Bonett-Price) and the verdict rule.
+- :mod:`~bort_jax.report.stats`: paired t-intervals over training seeds
+  (the unit of every verdict), within-run intervals (test images, Gram rows,
+  0/1 outcomes), Holm's adjustment and the verdict rule.
 - :mod:`~bort_jax.report.build`: runs the registry over trained runs.
 - :mod:`~bort_jax.report.markdown`: ``report.md`` / ``report.json``.
 
@@ -40,11 +41,11 @@ from bort_jax.report.runs import (
     find_runs,
     read_metrics,
 )
-from bort_jax.report.stats import VERDICT_RULE, VERDICTS, difference, verdict
+from bort_jax.report.stats import VERDICT_RULE, VERDICTS, compare, judge, verdict
 
 __all__ = [
     "OPTIMIZER_LABELS", "REGISTRY", "VERDICTS", "VERDICT_RULE", "Analysis",
     "Claim", "Context", "Run", "build", "check_writable", "claims_table",
-    "demo_snippet", "difference", "find_runs", "read_metrics", "register",
+    "compare", "demo_snippet", "find_runs", "judge", "read_metrics", "register",
     "to_json", "to_markdown", "unregister", "verdict", "write_report",
 ]

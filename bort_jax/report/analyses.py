@@ -70,23 +70,18 @@ def _shown_rows(measured, ctx, field):
           for label, runs in measured.items()}
 
 
-def _compare(measured, ctx, name, read, *, better, paired=True,
-             unit="test images", **options):
-  """``stats.difference`` of ``read(measurement)``, Bort vs the baseline;
-  ``options``: its ``statistic`` / ``units_per_run``."""
+def _compare(measured, ctx, claim_id, name, read, *, better):
+  """A per-image quantity ``read(measurement)``, Bort vs the baseline: each
+  run summarised by its mean over the test images, decided over the seed
+  pairs; the paired within-run interval over images as secondary column."""
   base, bort = _baseline_and_bort(measured)
-  return stats.difference(f"{ctx.label}: {name}", _per_seed(measured, bort, read),
-                          _per_seed(measured, base, read), better=better,
-                          paired=paired, unit=unit, seed=ctx.explain.seed,
-                          **options)
-
-
-def _compare_proportions(measured, ctx, name):
-  """:func:`stats.paired_proportions` of 0/1 outcomes per test image."""
-  base, bort = _baseline_and_bort(measured)
-  return stats.paired_proportions(f"{ctx.label}: {name}", measured[bort],
-                                  measured[base], better="higher",
-                                  seed=ctx.explain.seed)
+  sides = [[np.asarray(v, np.float64) for v in _per_seed(measured, label, read)]
+           for label in (bort, base)]
+  return stats.compare(
+      f"{ctx.label}: {name}", [v.mean() for v in sides[0]],
+      [v.mean() for v in sides[1]], better=better,
+      threshold_value=ctx.threshold(claim_id, better),
+      within=stats.images_within(name, *sides))
 
 
 # ------------------------------------------------------------------ Table 1
@@ -108,19 +103,31 @@ def _table1_summary(measured, ctx):
   return rows
 
 
+def _table1_differences(measured, ctx):
+  base, bort = _baseline_and_bort(measured)
+  return [stats.compare(
+      f"{ctx.label}: top-1 accuracy", [np.mean(r) for r in measured[bort]],
+      [np.mean(r) for r in measured[base]], better="higher",
+      threshold_value=ctx.threshold("table1", "higher"),
+      within=stats.paired_outcomes_within("top-1 accuracy", measured[bort],
+                                          measured[base]))]
+
+
 register(Analysis(
     id="table1", title="Table 1: test accuracy",
     description="Top-1 accuracy over the whole test split, recomputed from "
-                "each run's last checkpoint (one 0/1 value per test image; "
-                "the difference's interval is Bonett and Price's adjusted "
+                "each run's last checkpoint (one 0/1 value per test image). "
+                "The verdict compares the runs' accuracies over the seed "
+                "pairs; the within-run column is Bonett and Price's adjusted "
                 "Wald interval for paired proportions, which does not "
-                "collapse when the two models disagree on no image).",
+                "collapse when the two models disagree on no image.",
     measure=_correct_on_test_split, summarize=_table1_summary,
     claim=Claim(
         statement="Table 1: with Bort-S, test accuracy is equal or better "
-                  "than with SGD (MNIST/CIFAR-10, LeNet and ACNN-Small).",
-        differences=lambda m, ctx: [_compare_proportions(
-            m, ctx, "top-1 accuracy")])))
+                  "than with SGD (MNIST/CIFAR-10, LeNet and ACNN-Small), "
+                  "read as non-inferiority: Bort-S loses at most {margin:g} "
+                  "top-1 (a fraction of the test images).",
+        differences=_table1_differences)))
 
 
 # ---------------------------------------------------------- training curves
@@ -175,22 +182,25 @@ def _gram_summary(measured, ctx):
 
 
 def _gram_differences(measured, ctx):
-  """|G_ii − 1| and |G_ij| / mean G_ii per layer, with a cluster bootstrap
-  over each network's Gram rows (stats module docstring): never paired, since
-  row i of two networks is not the same unit."""
-  base, _ = _baseline_and_bort(measured)
+  """|G_ii − 1| and |G_ij| / mean G_ii per layer: each network's statistic,
+  decided over the seed pairs; the within-run column is a jackknife over each
+  network's own Gram rows (never paired: row i of two networks is not the
+  same unit)."""
+  base, bort = _baseline_and_bort(measured)
+  threshold = ctx.threshold("fig3a", "lower")
   out = []
   for layer, g in measured[base][0].items():
     if np.size(g["diag"]) < 2:
-      continue  # one unit: a bootstrap over it has no spread, so no interval
-    out.append(_compare(measured, ctx, f"{layer} |G_ii − 1|",
-                        lambda r, l=layer: np.abs(r[l]["diag"] - 1.0),
-                        better="lower", paired=False, units_per_run=True,
-                        unit="Gram rows"))
-    out.append(_compare(measured, ctx, f"{layer} |G_ij| / mean G_ii",
-                        lambda r, l=layer: r[l]["gram"], better="lower",
-                        paired=False, units_per_run=True, unit="Gram rows",
-                        statistic=stats.gram_offdiagonal_ratio))
+      continue  # one unit: no off-diagonal entry
+    grams = [[r[layer]["gram"] for r in measured[label]]
+             for label in (bort, base)]
+    for kind, name in (("diagonal", f"{layer} |G_ii − 1|"),
+                       ("offdiagonal", f"{layer} |G_ij| / mean G_ii")):
+      out.append(stats.compare(
+          f"{ctx.label}: {name}",
+          *[[float(stats.gram_statistic(g, kind)[0]) for g in side]
+            for side in grams], better="lower", threshold_value=threshold,
+          within=stats.gram_within(name, *grams, kind)))
   return out
 
 
@@ -203,8 +213,9 @@ register(Analysis(
                 "diagonal to 1 and the off-diagonal to 0; the off-diagonal is "
                 "measured relative to the mean diagonal, since SGD with "
                 "weight decay shrinks every entry toward 0 without making "
-                "filters orthogonal. Intervals resample the Gram's rows "
-                "(units), not its entries, which share their rows.",
+                "filters orthogonal. The within-run column resamples the "
+                "Gram's rows (units), not its entries, which share their "
+                "rows.",
     measure=_gram, summarize=_gram_summary,
     plot=lambda m, ctx: plots.plot_gram_histograms(
         {label: runs[0] for label, runs in m.items()},
@@ -212,7 +223,8 @@ register(Analysis(
     claim=Claim(
         statement="Fig. 3a: with Bort-S the Gram matrix's diagonal is closer "
                   "to 1 and its off-diagonal closer to 0 than with SGD, in "
-                  "every conv layer.",
+                  "every conv layer, by at least {min_effect:g} (mean "
+                  "|G_ii − 1|; |G_ij| / mean G_ii).",
         differences=_gram_differences)))
 
 
@@ -237,9 +249,10 @@ register(Analysis(
         title=f"{ctx.label}: reconstruction ratio per layer (Fig. 3b)"),
     claim=Claim(
         statement="Fig. 3b: every conv layer trained with Bort-S has a lower "
-                  "reconstruction ratio than with SGD.",
+                  "reconstruction ratio than with SGD, by at least "
+                  "{min_effect:g}.",
         differences=lambda m, ctx: [
-            _compare(m, ctx, f"{layer} reconstruction ratio",
+            _compare(m, ctx, "fig3b", f"{layer} reconstruction ratio",
                      lambda r, l=layer: r[l], better="lower")
             for layer in next(iter(m.values()))[0]])))
 
@@ -269,9 +282,11 @@ register(Analysis(
         title=f"{ctx.label}: reconstruction from {ctx.layer} (Fig. 4)"),
     claim=Claim(
         statement="Fig. 4: guided-backprop reconstructions of a Bort-S model "
-                  "are closer to the input than those of an SGD model.",
+                  "are closer to the input than those of an SGD model (their "
+                  "correlation with the input higher by at least "
+                  "{min_effect:g}).",
         differences=lambda m, ctx: [_compare(
-            m, ctx, "correlation of reconstruction with input",
+            m, ctx, "fig4", "correlation of reconstruction with input",
             lambda r: r["correlation"], better="higher")])))
 
 
@@ -357,17 +372,18 @@ def _table3_summary(measured, ctx):
   return rows
 
 
-def _table3_claim(protocol: str, short: str) -> Claim:
+def _table3_claim(claim_id: str, protocol: str, short: str) -> Claim:
   """Table 3's SAT claim, read with one deletion/insertion protocol: each
   protocol is its own claim with its own verdict, never merged."""
   def differences(measured, ctx):
-    return [_compare(measured, ctx, f"SAT {part} AUC ({short})",
+    return [_compare(measured, ctx, claim_id, f"SAT {part} AUC ({short})",
                      lambda r, p=part: r["SAT"][f"{p}_auc"], better=better)
             for part, better in (("deletion", "lower"),
                                  ("insertion", "higher"))]
   return Claim(statement=f"Table 3 ({protocol}): with SAT, models trained "
                          "with Bort have a lower deletion AUC and a higher "
-                         "insertion AUC than the baseline.",
+                         "insertion AUC than the baseline, each by at least "
+                         "{min_effect:g}.",
                differences=differences)
 
 
@@ -387,7 +403,7 @@ register(Analysis(
          for method in TABLE3_METHODS
          if all(method in runs[0] for runs in m.values())},
         title=f"{ctx.label}: deletion / insertion curves (Table 3)"),
-    claim=_table3_claim("RISE's protocol: softmax probability, trapezoid "
+    claim=_table3_claim("table3", "RISE's protocol: softmax probability, trapezoid "
                         "AUC", "RISE")))
 
 
@@ -438,7 +454,7 @@ register(Analysis(
                 "in their code (the count is shown).",
     measure=_normalized_aucs, summarize=_table3_logit_summary,
     needs=("table3",),
-    claim=_table3_claim("the authors' protocol: logit over its unperturbed "
+    claim=_table3_claim("table3_logit", "the authors' protocol: logit over its unperturbed "
                         "value, mean AUC", "authors'")))
 
 
@@ -472,10 +488,13 @@ register(Analysis(
         title=f"{ctx.label}: reconstruction from the top-{ctx.k} binarised "
               "variables (Fig. 6a)"),
     claim=Claim(
-        statement="Fig. 6a: with Bort, the top-64 binarised features "
-                  "reconstruct the input (closer to it than with SGD).",
+        statement="Fig. 6a: with Bort, the top-k binarised features of the "
+                  "paper layer reconstruct the input closer to it than with "
+                  "SGD (correlation higher by at least {min_effect:g}); k is "
+                  "the paper's 64, or the layer's channels when fewer (each "
+                  "evidence line names its k).",
         differences=lambda m, ctx: [_compare(
-            m, ctx, f"correlation of the top-{ctx.k} reconstruction with the "
+            m, ctx, "fig6a", f"correlation of the top-{ctx.k} reconstruction with the "
             "input", lambda r: r["correlation"], better="higher")])))
 
 register(Analysis(
@@ -493,44 +512,23 @@ register(Analysis(
 
 
 def _adversarial_images(ctx):
-  """Sources and targets of ``explain.adversarial_pairs`` disjoint pairs,
-  from the start of the test split (as many batches as that takes)."""
-  wanted = ctx.explain.adversarial_pairs
-  images, labels, sources = [], [], np.zeros(0, int)
-  for batch in ctx.test_split():
-    keep = np.asarray(batch["mask"]).astype(bool)
-    images.append(np.asarray(batch["image"])[keep])
-    labels.append(np.asarray(batch["label"])[keep])
-    sources, targets = adversarial_pairs(np.concatenate(labels), wanted)
-    if len(sources) == wanted:
-      break
+  """Sources and targets of ``explain.adversarial_pairs`` disjoint pairs of
+  test images of different labels, drawn at random (explain seed) from the
+  whole test split: consecutive images of a fixed random permutation."""
+  from bort_jax.report import runs as runs_lib  # pylint: disable=import-outside-toplevel
+  labels = np.concatenate([np.asarray(b["label"])[np.asarray(b["mask"])
+                                                  .astype(bool)]
+                           for b in ctx.test_split()])
+  order = np.random.default_rng([ctx.explain.seed, 6]).permutation(len(labels))
+  sources, targets = adversarial_pairs(labels[order],
+                                       ctx.explain.adversarial_pairs)
   if not sources.size:
-    raise ValueError(f"no two consecutive test images of different classes "
-                     f"among {sum(map(len, labels))}: adversarial synthesis "
-                     "needs pairs of two classes")
-  images = np.concatenate(images)
-  return images[sources], images[targets]
-
-
-def adversarial_outcomes(source_classes, target_classes, adversarial_classes):
-  """Fig. 6c's outcome per pair: ``(success, counted)``.
-
-  A pair is *counted* when the model's predicted class of the source differs
-  from that of the target (otherwise a sample classified as the target's
-  class may just have kept the source's, and fools no one). A counted pair is
-  a *success* when the synthesised sample is classified as the target's
-  predicted class. ``success`` (float 0/1) covers the counted pairs only.
-  """
-  source_classes, target_classes, adversarial_classes = (
-      np.asarray(a).reshape(-1) for a in (source_classes, target_classes,
-                                          adversarial_classes))
-  if not len(source_classes) == len(target_classes) == len(adversarial_classes):
-    raise ValueError(f"one class per pair each; got {len(source_classes)} "
-                     f"sources, {len(target_classes)} targets and "
-                     f"{len(adversarial_classes)} synthesised samples")
-  counted = source_classes != target_classes
-  success = adversarial_classes[counted] == target_classes[counted]
-  return success.astype(np.float64), counted
+    raise ValueError(f"no two test images of different classes among "
+                     f"{len(labels)}: adversarial synthesis needs pairs of "
+                     "two classes")
+  images, _ = runs_lib.gather_test_images(
+      ctx.test_split(), np.concatenate([order[sources], order[targets]]))
+  return images[:len(sources)], images[len(sources):]
 
 
 def _adversarial(run, ctx):
@@ -541,13 +539,14 @@ def _adversarial(run, ctx):
                                          B=ctx.explain.B)
   predictions = np.asarray(models.predict(run.model, x_adv))
   target_classes = np.asarray(models.predict(run.model, x_target))
-  success, counted = adversarial_outcomes(
+  success, counted = explain.adversarial_outcomes(
       np.asarray(models.predict(run.model, x_source)), target_classes,
       predictions)
   return {"sources": np.asarray(x_source), "targets": np.asarray(x_target),
           "x_adv": np.asarray(x_adv), "predictions": predictions,
           "target_classes": target_classes, "success": success,
-          "counted": counted}
+          "counted": counted,
+          "num_classes": int(run.model(x_source[:1]).shape[-1])}
 
 
 def _success_rate(run) -> float:
@@ -583,23 +582,41 @@ def _fig6c_summary(measured, ctx):
 
 
 def _fig6c_differences(measured, ctx):
-  _, bort = _baseline_and_bort(measured)
+  """Bort's success rate against chance, against the same synthesis on the
+  baseline model, and against 1/2, each over the seed pairs."""
+  base, bort = _baseline_and_bort(measured)
+  rates = {label: [_success_rate(r) for r in measured[label]]
+           for label in (base, bort)}
+  for label in (bort, base):
+    if not np.all(np.isfinite(rates[label])):
+      runs = measured[label]
+      # Nothing to decide on this model: the claim lists it as missing.
+      return (f"no pair counted: every adversarial pair of a {label} run "
+              f"was excluded (counted per run: "
+              f"{[int(r['counted'].sum()) for r in runs]} of "
+              f"{[r['counted'].size for r in runs]}), the model predicts each "
+              "source as its target's class")
   runs = measured[bort]
-  if not all(r["success"].size for r in runs):
-    # Nothing to decide on this model: the claim lists it as missing.
-    return (f"no pair counted: every adversarial pair of a {bort} run was "
-            f"excluded (counted per run: "
-            f"{[int(r['counted'].sum()) for r in runs]} of "
-            f"{[r['counted'].size for r in runs]}), the model predicts each "
-            "source as its target's class")
   excluded = sum(int((~r["counted"]).sum()) for r in runs)
   total = sum(r["counted"].size for r in runs)
-  return [stats.proportion(
-      f"{ctx.label}: {bort} adversarial success rate − 1/2 ({excluded} of "
-      f"{total} pairs excluded: source already predicted as the target's "
-      "class)",
-      [r["success"] for r in runs], 0.5, better="higher",
-      unit="source/target pairs", seed=ctx.explain.seed)]
+  outcomes = [r["success"] for r in runs]
+  threshold = ctx.threshold("fig6c", "higher")
+  chance = 1.0 / runs[0]["num_classes"]
+  name = (f"{ctx.label}: {bort} adversarial success rate ({excluded} of "
+          f"{total} pairs excluded: source already predicted as the target's "
+          "class)")
+  return [
+      stats.compare(f"{name} − chance (1/{runs[0]['num_classes']})",
+                    rates[bort], chance, better="higher",
+                    threshold_value=threshold,
+                    within=stats.proportion_within(name, outcomes, chance)),
+      stats.compare(f"{name} − {base}'s, same synthesis", rates[bort],
+                    rates[base], better="higher", threshold_value=threshold,
+                    within=stats.two_proportions_within(
+                        name, outcomes, [r["success"] for r in measured[base]])),
+      stats.compare(f"{name} − 1/2", rates[bort], 0.5, better="higher",
+                    threshold_value=threshold,
+                    within=stats.proportion_within(name, outcomes, 0.5))]
 
 
 register(Analysis(
@@ -610,14 +627,21 @@ register(Analysis(
                 "classified as the target's predicted class and the source "
                 "was not: pairs whose source the model already predicts as "
                 "the target's class are excluded (their count is shown). The "
-                "pairs are disjoint pairs of consecutive test images of "
-                "different labels (each image in one pair at most), the "
-                "independent units of the interval, which is "
-                "Clopper-Pearson's (the figure shows the first pairs).",
+                "pairs are disjoint pairs of test images of different "
+                "labels drawn at random with the explain seed (each image in "
+                "one pair at most). The rate of each run is compared with "
+                "chance (1/classes), with the same synthesis on the SGD "
+                "model, and with 1/2, over the seed pairs; the within-run "
+                "column is Clopper-Pearson's (against a reference) or "
+                "Agresti-Caffo's (against SGD, whose counted pairs differ). "
+                "The figure shows the first pairs.",
     measure=_adversarial, summarize=_fig6c_summary, plot=_fig6c_plot,
     claim=Claim(
         statement="Fig. 6c: adversarial samples synthesised from a Bort "
-                  "model's binarised features fool the classifier (most "
-                  "samples take the target's predicted class, which their "
-                  "source did not have).",
-        differences=_fig6c_differences)))
+                  "model's binarised features fool the classifier: the "
+                  "samples take the target's predicted class (which their "
+                  "source did not have) more often than chance, than the "
+                  "same synthesis on the SGD model, and than 1/2, each by at "
+                  "least {min_effect:g}.",
+        differences=_fig6c_differences,
+        if_not_reproduced="not reproduced in this setup")))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from bort_jax import plots
 from bort_jax.report import runs as runs_lib
 from bort_jax.report import stats
-from bort_jax.report.registry import REGISTRY, Context, Run
+from bort_jax.report.registry import REGISTRY, Context, Run, claim_threshold
 
 
 def _message(error: BaseException) -> str:
@@ -112,6 +112,9 @@ def analyze_model(key: str, group: dict, ctx: Context, out_dir: str,
         differences[analysis.id] = (f"not compared: only {list(measured)} "
                                     f"was trained")
         continue
+      if part == "claim" and (unpaired := _unpaired_seeds(group["runs"])):
+        differences[analysis.id] = f"not compared: {unpaired}"
+        continue
       try:
         value = fn(measured, ctx)
         if part == "summary":
@@ -129,8 +132,29 @@ def analyze_model(key: str, group: dict, ctx: Context, out_dir: str,
   return entry, differences
 
 
-def claims(per_model: dict) -> list[dict]:
-  """The claims list: one entry per registered claim, over all models."""
+def _unpaired_seeds(runs: dict) -> str:
+  """Why the first and last optimizer's runs are not seed pairs ('' if they
+  are): seed s of the baseline pairs with seed s of Bort, in list order."""
+  labels = list(runs)
+  seeds = {label: [c.get("seed") for _, _, c in runs[label]]
+           for label in (labels[0], labels[-1])}
+  (base, a), (bort, b) = seeds.items()
+  if len(a) != len(b):
+    return (f"{len(a)} {base} run(s) and {len(b)} {bort} run(s); seed pairs "
+            "need one run of each optimizer per seed")
+  if None not in a + b and a != b:
+    return (f"the runs are not seed pairs: {base} seeds {a}, {bort} seeds {b} "
+            "(seed s of the baseline pairs with seed s of Bort)")
+  return ""
+
+
+def claims(per_model: dict, ecfg=None) -> list[dict]:
+  """The claims list: one entry per registered claim, over all models.
+
+  Each claim carries its threshold (``margin`` or ``min_effect``, from
+  ``ecfg.claims``), its verdict (:func:`stats.judge`, Holm's adjustment over
+  every difference of the claim on every model) and its evidence.
+  """
   out = []
   for analysis in REGISTRY.values():
     if analysis.claim is None:
@@ -142,13 +166,24 @@ def claims(per_model: dict) -> list[dict]:
         missing.append(f"{label}: {value}")
       else:
         found.extend(value)
-    verdict = stats.verdict(found)
+    verdict, readings, p_holm = stats.judge(found)
     if missing and verdict == stats.HOLDS:
       verdict = stats.INCONCLUSIVE  # a model it was not checked on
-    out.append({"id": analysis.id, "claim": analysis.claim.statement,
-                "verdict": verdict,
-                "evidence": [d.to_json() for d in found],
-                "missing": missing})
+    entry = {"id": analysis.id, "claim": analysis.claim.statement,
+             "verdict": verdict}
+    try:
+      kind, value = claim_threshold(ecfg, analysis.id)
+      entry[kind] = value
+      entry["claim"] = analysis.claim.statement.format(**{kind: value})
+    except (ValueError, KeyError, IndexError) as error:
+      entry["threshold_error"] = str(error)
+    if (analysis.claim.if_not_reproduced
+        and verdict in (stats.DOES_NOT_HOLD, stats.MIXED)):
+      entry["note"] = analysis.claim.if_not_reproduced
+    entry["evidence"] = [d.to_json(r, p) for d, r, p in
+                         zip(found, readings, p_holm)]
+    entry["missing"] = missing
+    out.append(entry)
   return out
 
 
@@ -161,8 +196,8 @@ def build(run_dirs: Sequence[str], out_dir: str, ecfg, *, title: str,
   runs_lib.check_writable(out_dir)
   groups = runs_lib.group_runs(run_dirs)
   first_config = next(iter(next(iter(groups.values()))["runs"].values()))[0][2]
-  images, labels, test_iterator = runs_lib.test_images(first_config,
-                                                       ecfg.num_images)
+  images, labels, test_iterator = runs_lib.test_images(
+      first_config, ecfg.num_images, ecfg.seed)
   if ecfg.num_show > len(images):
     raise ValueError(f"explain.num_show={ecfg.num_show} exceeds num_images="
                      f"{len(images)}")
@@ -183,7 +218,7 @@ def build(run_dirs: Sequence[str], out_dir: str, ecfg, *, title: str,
             "total": explain_seconds + train_seconds}
   return {
       "title": title, "command": command,
-      "claims": claims(per_model),
+      "claims": claims(per_model, ecfg),
       "verdict_rule": stats.VERDICT_RULE,
       "setup": {
           "dataset": runs_lib.dataset_summary(first_config, test_iterator),
@@ -192,10 +227,14 @@ def build(run_dirs: Sequence[str], out_dir: str, ecfg, *, title: str,
                                      for rs in g["runs"].values()
                                      for _, _, c in rs}),
                     "explain": int(ecfg.seed)},
-          "explain": {"images": f"the first {len(images)} test images "
-                                f"({ecfg.num_show} shown)",
+          "explain": {"images": f"{len(images)} test images drawn at random "
+                                f"(seed {int(ecfg.seed)}) of "
+                                f"{int(test_iterator.num_examples)}, "
+                                f"{ecfg.num_show} shown",
                       **{k: v for k, v in ecfg.items()
-                         if k not in ("num_images", "num_show", "seed")}},
+                         if k not in ("num_images", "num_show", "seed",
+                                      "claims")}},
+          "claims": dict(ecfg.get("claims") or {}),
           "wall_time_s": wall, "versions": runs_lib.versions(),
           "devices": runs_lib.devices()},
       "sections": {a.id: a.title for a in REGISTRY.values()},

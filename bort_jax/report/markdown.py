@@ -61,18 +61,48 @@ def _num(value, digits: int = 3) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-  lines = ["| " + " | ".join(header) + " |",
+  # A "|" inside a cell (e.g. |G_ii − 1|) would end the cell: escape it.
+  cell = lambda text: str(text).replace("|", "\\|")
+  lines = ["| " + " | ".join(map(cell, header)) + " |",
            "|" + "|".join("---" for _ in header) + "|"]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
   return lines + [""]
 
 
+def _interval(ci) -> str:
+  return f"[{_num(ci[0])}, {_num(ci[1])}]" if ci else "no interval"
+
+
 def _evidence(difference: Mapping) -> str:
-  low, high = difference["ci"]
-  return (f"{difference['name']}: Bort {_num(difference['bort'])} vs "
-          f"{_num(difference['baseline'])}, Δ = {_num(difference['difference'])} "
-          f"[{_num(low)}, {_num(high)}] ({difference['reading']}; "
-          f"{difference['units']})")
+  runs = difference["runs"]
+  seeds = difference["seeds"]
+  sides = (f"{runs['bort']} vs {runs['baseline']} runs" if runs["baseline"]
+           else f"{runs['bort']} runs vs a reference")
+  line = (f"{difference['name']}: Bort {_num(difference['bort'])} vs "
+          f"{_num(difference['baseline'])}, Δ = "
+          f"{_num(difference['difference'])} (threshold "
+          f"{_num(difference['threshold'])}); seeds ({sides}): "
+          f"{_interval(seeds['ci'])}, {difference['reading']}")
+  within = difference.get("within_run")
+  if within:
+    line += (f" · within-run, {within['n']} {within['unit']} "
+             f"({within['method']}): " + (
+                 _interval(within["ci"]) if within["usable"]
+                 else f"unusable ({within['why']})"))
+  return line
+
+
+def _verdict(claim: Mapping) -> str:
+  note = f" — {claim['note']}" if claim.get("note") else ""
+  return f"**{claim['verdict']}**{note}"
+
+
+def _threshold(claim: Mapping) -> str:
+  if "margin" in claim:
+    return f"margin {_num(claim['margin'])}"
+  if "min_effect" in claim:
+    return f"min. effect {_num(claim['min_effect'])}"
+  return "none"
 
 
 def claims_table(results: Mapping) -> list[str]:
@@ -81,11 +111,12 @@ def claims_table(results: Mapping) -> list[str]:
   for claim in results["claims"]:
     evidence = [_evidence(d) for d in claim["evidence"]]
     evidence += [f"missing: {m}" for m in claim.get("missing", [])]
-    rows.append([f"`{claim['id']}`", claim["claim"], f"**{claim['verdict']}**",
-                 "<br>".join(evidence) or "none"])
-  return _table(["Id", "Paper claim", "Verdict",
-                 "Evidence: mean Bort vs baseline, Δ [95% CI]"], rows) + [
-      f"Verdict rule: {results['verdict_rule']}", ""]
+    rows.append([f"`{claim['id']}`", claim["claim"], _threshold(claim),
+                 _verdict(claim), "<br>".join(evidence) or "none"])
+  return _table(["Id", "Paper claim", "Threshold", "Verdict",
+                 "Evidence: mean Bort vs baseline, Δ; 95% interval over seed "
+                 "pairs (decides); within-run interval (secondary)"],
+                rows) + [f"Verdict rule: {results['verdict_rule']}", ""]
 
 
 def _summary_table(rows: Mapping[str, Mapping]) -> list[str]:

@@ -47,6 +47,11 @@ class Context:
   def shown(self):
     return self.images[:self.explain.num_show]
 
+  def threshold(self, analysis_id: str, better: str) -> float:
+    """The signed threshold of a claim's difference (:func:`stats.threshold`)."""
+    kind, value = claim_threshold(self.explain, analysis_id)
+    return stats.threshold(better, **{kind: value})
+
 
 Measured = Mapping[str, Sequence[Any]]
 """``{optimizer label: [one measurement per run (seed)]}``; baseline first."""
@@ -57,13 +62,40 @@ class Claim:
   """A statement of the paper and the differences that decide it.
 
   ``differences(measured, ctx)`` returns :class:`stats.Difference` values (use
-  :func:`stats.difference`); the verdict follows :func:`stats.verdict`. It
-  may instead return a string saying why this model's measurements cannot
-  decide the claim (e.g. no adversarial pair left to count): the claim then
-  lists it under ``missing`` and cannot hold.
+  :func:`stats.compare`, with the claim's threshold from
+  :func:`claim_threshold`); the verdict follows :func:`stats.judge`. It may
+  instead return a string saying why this model's measurements cannot decide
+  the claim (e.g. no adversarial pair left to count): the claim then lists it
+  under ``missing`` and cannot hold.
+
+  ``statement`` may name the claim's threshold as ``{margin}`` or
+  ``{min_effect}`` (the value fixed in the explain config's ``claims``);
+  ``if_not_reproduced`` is added to the claim when it does not hold or is
+  mixed.
   """
   statement: str
   differences: Callable[[Measured, Context], list[stats.Difference] | str]
+  if_not_reproduced: str = ""
+
+
+def claim_threshold(explain_config, analysis_id: str) -> tuple[str, float]:
+  """``("margin" | "min_effect", value)`` of a claim, from the explain
+  config's ``claims`` sub-config (``<id>_margin`` or ``<id>_min_effect``),
+  where every threshold is fixed before any result is seen."""
+  claims = explain_config.get("claims") if hasattr(explain_config, "get") \
+      else None
+  claims = dict(claims or {})
+  found = [(kind, claims[f"{analysis_id}_{kind}"])
+           for kind in ("margin", "min_effect")
+           if f"{analysis_id}_{kind}" in claims]
+  if len(found) != 1:
+    raise ValueError(
+        f"claim {analysis_id!r} needs exactly one of "
+        f"explain.claims.{analysis_id}_margin and "
+        f"explain.claims.{analysis_id}_min_effect (fixed before any result); "
+        f"got {[k for k, _ in found] or 'neither'} (claims: {sorted(claims)})")
+  kind, value = found[0]
+  return kind, float(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -114,13 +114,41 @@ def test_split(config, batch_size: int):
                    image_size=config.get("image_size"))
 
 
-def test_images(config, num_images: int):
-  """The first ``num_images`` test images and labels, and the iterator."""
-  iterator = test_split(config, num_images)
-  batch = next(iter(iterator))
-  keep = np.asarray(batch["mask"]).astype(bool)
-  return (jnp.asarray(batch["image"][keep]), np.asarray(batch["label"][keep]),
-          iterator)
+def gather_test_images(iterator, indices) -> tuple[np.ndarray, np.ndarray]:
+  """The test images and labels at ``indices`` (positions in the split's
+  fixed order), in the order given, from one pass over a fresh
+  ``iterator``."""
+  indices = np.asarray(indices, int)
+  found, start = {}, 0
+  wanted = set(indices.tolist())
+  for batch in iterator:
+    keep = np.asarray(batch["mask"]).astype(bool)
+    images, labels = np.asarray(batch["image"])[keep], np.asarray(
+        batch["label"])[keep]
+    for i in wanted.intersection(range(start, start + len(images))):
+      found[i] = images[i - start], labels[i - start]
+    start += len(images)
+    if len(found) == len(wanted):
+      break
+  if len(found) != len(wanted):
+    raise ValueError(f"test indices {sorted(wanted - set(found))[:5]} are "
+                     f"beyond the {start} test images")
+  return (np.stack([found[i][0] for i in indices.tolist()]),
+          np.array([found[i][1] for i in indices.tolist()]))
+
+
+def test_images(config, num_images: int, seed: int = 0):
+  """``num_images`` test images drawn at random without replacement (fixed
+  ``seed``) from the whole test split (all of it when the split is
+  smaller), their labels, and an iterator over the split."""
+  iterator = test_split(config, 256)
+  total = int(iterator.num_examples)
+  if num_images < 1:
+    raise ValueError(f"num_images must be ≥ 1; got {num_images}")
+  indices = np.sort(np.random.default_rng([seed, 4]).choice(
+      total, min(num_images, total), replace=False))
+  images, labels = gather_test_images(iterator, indices)
+  return jnp.asarray(images), labels, test_split(config, 256)
 
 
 def dataset_summary(config, test_iterator) -> dict:

@@ -8,7 +8,7 @@ exported for custom loops.
 """
 
 from bort_jax.train.checkpoint import (CheckpointError, Checkpointer,
-                                       DivergenceError)
+                                       CheckpointSaveError, DivergenceError)
 from bort_jax.train.loop import load_trained, train_and_evaluate
 from bort_jax.train.losses import (binary_cross_entropy, cross_entropy,
                                    jsd_cross_entropy)
@@ -24,7 +24,7 @@ from bort_jax.train.step import eval_step, make_eval_step, make_train_step, trai
 from bort_jax.train.workdir_lock import WorkdirBusyError
 
 __all__ = [
-    "CheckpointError", "Checkpointer", "ConfigChangeError", "DivergenceError",
+    "CheckpointError", "CheckpointSaveError", "Checkpointer", "ConfigChangeError", "DivergenceError",
     "ModelDefs", "Prefetcher", "TrainState", "TrainingInterrupted", "WorkdirBusyError",
     "binary_cross_entropy", "check_config", "create_mesh", "create_model",
     "create_optimizer", "create_train_state", "cross_entropy",

@@ -11,14 +11,27 @@ checkpoint; a checkpoint that cannot be read raises
 :class:`CheckpointError` naming its directory and is left untouched.
 
 A state holding a NaN or an infinity is never written (:class:`DivergenceError`
-names the step), so every checkpoint on disk is finite and the newest one
-survives whatever ``max_to_keep`` deletes.
+names the step), so every checkpoint on disk is finite. Each checkpoint
+records its metrics (``eval_batch_loss``: the saved state's loss on the first
+eval batch; ``train_loss``: the mean loss of the steps since the previous log
+point, each measured before its update; ``learning_rate``; ``eval_loss`` at
+an epoch end); retention keeps the newest ``max_to_keep`` plus the best by
+``eval_batch_loss`` (orbax's ``LatestN`` and ``BestN`` preservation
+policies), so a run that
+diverges slowly still has a good checkpoint to go back to
+(:meth:`Checkpointer.resolve` with ``"best"``).
+
+A save that fails in the background (disk full, permissions) is raised at
+the next step boundary (:meth:`Checkpointer.poll`) as one
+:class:`CheckpointSaveError` naming the path, the cause and what is kept.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import pathlib
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +44,37 @@ class CheckpointError(ValueError):
 
 
 class DivergenceError(FloatingPointError):
-  """The train state (or loss) stopped being finite; nothing was saved."""
+  """The train state (or loss) stopped being finite; nothing was saved.
+
+  ``resume``: the config values to resume with (``restore_step``,
+  ``learning_rate``), or None when no checkpoint exists.
+  """
+
+  def __init__(self, message: str, resume: Optional[dict] = None):
+    super().__init__(message)
+    self.resume = resume
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (e.g. the disk is full)."""
+
+
+RANK_METRIC = "eval_batch_loss"
+
+
+def _rank(metrics) -> float:
+  """The loss that orders checkpoints (lower is better)."""
+  loss = (metrics or {}).get(RANK_METRIC)
+  return float(loss) if isinstance(loss, (int, float)) and math.isfinite(
+      loss) else math.inf
+
+
+def _describe_metrics(metrics: Optional[dict]) -> str:
+  names = {RANK_METRIC: "loss on the first eval batch",
+           "train_loss": "train loss", "eval_loss": "eval loss"}
+  parts = [f"{text} {metrics[key]:.4g}" for key, text in names.items()
+           if key in (metrics or {})]
+  return ", ".join(parts) or "no loss recorded"
 
 
 @jax.jit
@@ -71,17 +114,50 @@ def _abstract(tree):
       tree)
 
 
-class Checkpointer:
-  """Saves every ``every_steps`` steps (and when asked), restores the latest."""
+class _LeaveOutTracebacks(logging.Filter):
+  """orbax logs a failed background save with 4 tracebacks of its threads
+  (~170 lines); :class:`CheckpointSaveError` says what failed, so its log
+  lines keep only their message."""
 
-  def __init__(self, directory, *, every_steps: int, max_to_keep: int = 3):
+  def filter(self, record):
+    if record.exc_info and "orbax" in record.pathname:
+      record.msg = f"{record.msg} [traceback left out: {record.exc_info[1]!r}]"
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+_ORBAX_LOGS = logging.getLogger("absl")
+_TRACEBACKS_LEFT_OUT = _LeaveOutTracebacks()
+
+
+class Checkpointer:
+  """Saves every ``every_steps`` steps (and when asked), restores the latest,
+  the best or a given step.
+
+  ``on_saved`` (also settable as an attribute): called once, without
+  arguments, when the first checkpoint of this Checkpointer is completely
+  written (the run's config record is committed then).
+  """
+
+  def __init__(self, directory, *, every_steps: int, max_to_keep: int = 3,
+               on_saved: Optional[Callable[[], None]] = None):
     if every_steps < 1:
       raise ValueError(f"checkpoint_every_steps={every_steps!r} must be >= 1.")
     self.directory = pathlib.Path(directory).absolute()
     self.every_steps = every_steps
+    self.on_saved = on_saved
+    self._unconfirmed = None  # the step of the save in flight
+    self._save_failure_reported = False
+    _ORBAX_LOGS.addFilter(_TRACEBACKS_LEFT_OUT)
+    self._abandon = []       # newer steps to delete at the first save
+    policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=True)
+        create=True, enable_async_checkpointing=True,
+        best_fn=_rank, best_mode="min",  # also makes orbax keep the metrics
+        preservation_policy=policies.AnyPreservationPolicy([
+            policies.LatestN(n=max_to_keep),
+            policies.BestN(get_metric_fn=_rank, reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False)]))
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "data"))
 
@@ -93,29 +169,166 @@ class Checkpointer:
     self._manager.wait_until_finished()
     return self._manager.latest_step()
 
-  def newest_kept(self) -> str:
-    """What a diverged run leaves to resume from, for its error message."""
-    latest = self.latest_step()
-    return (f"the newest checkpoint ({self.step_dir(latest)}) is finite and "
-            f"is kept" if latest is not None else "no checkpoint exists yet")
+  def kept(self, wait: bool = True) -> list[tuple[int, Optional[dict]]]:
+    """``(step, metrics)`` of every checkpoint on disk, oldest first
+    (metrics None for checkpoints written before they were recorded).
+    ``wait``: for the save in flight (False: read the disk as it is)."""
+    if wait:
+      self._manager.wait_until_finished()
+    else:
+      self._manager.reload()
+    return [(step, self._manager.metrics(step))
+            for step in sorted(self._manager.all_steps())]
+
+  def describe_kept(self, wait: bool = True) -> str:
+    kept = self.kept(wait)
+    if not kept:
+      return "no checkpoint is kept"
+    return "the kept checkpoints in {}: {}".format(self.directory, "; ".join(
+        f"step {step} ({_describe_metrics(metrics)})"
+        for step, metrics in kept))
+
+  def best_step(self) -> Optional[int]:
+    """The kept step of the lowest recorded ``eval_batch_loss`` (the latest
+    when none is recorded)."""
+    scored = [(_rank(m), step) for step, m in self.kept()
+              if math.isfinite(_rank(m))]
+    return min(scored)[1] if scored else self.latest_step()
+
+  def resolve(self, restore_step: Union[str, int]) -> Optional[int]:
+    """The step ``restore_step`` names: ``"latest"``, ``"best"`` or a kept
+    step (None: no checkpoint yet). Checkpoints newer than the step chosen
+    are deleted at this Checkpointer's first save (they belong to the
+    abandoned continuation).
+
+    Raises:
+      ValueError: a step that is not kept, or another value.
+    """
+    steps = [step for step, _ in self.kept()]
+    if isinstance(restore_step, str) and restore_step.isdigit():
+      restore_step = int(restore_step)  # as a command line may give it
+    if restore_step == "latest":
+      step = self.latest_step()
+    elif restore_step == "best":
+      step = self.best_step()
+    elif isinstance(restore_step, int) and not isinstance(restore_step, bool):
+      if restore_step not in steps:
+        raise ValueError(
+            f"restore_step={restore_step!r} is not a kept checkpoint; "
+            f"allowed: 'latest', 'best' or one of the steps {steps} "
+            f"({self.describe_kept()}).")
+      step = restore_step
+    else:
+      raise ValueError(f"restore_step={restore_step!r} must be 'latest', "
+                       f"'best' or the step of a kept checkpoint {steps}.")
+    self._abandon = [s for s in steps if step is not None and s > step]
+    if self._abandon:
+      logging.warning("Resuming from step %d, before the newest checkpoints "
+                      "%s: they are deleted at this run's first checkpoint.",
+                      step, self._abandon)
+    return step
+
+  @property
+  def abandoned(self) -> list[int]:
+    """The steps newer than the restored one (see :meth:`resolve`)."""
+    return list(self._abandon)
+
+  def divergence(self, what: str, *, diverged_lr: Optional[float] = None,
+                 config_lr: Optional[float] = None) -> DivergenceError:
+    """The error of a run that diverged: ``what`` happened, the kept
+    checkpoints with their losses, and which values to resume with: the
+    best checkpoint and, when the learning rates are known, a
+    ``learning_rate`` at the best checkpoint's own rate if that was lower,
+    else a tenth of the one that diverged."""
+    best = self.best_step()
+    if best is None:
+      return DivergenceError(
+          f"{what}; no checkpoint was written and none is kept. Lower "
+          f"learning_rate or lam and start again.")
+    resume = {"restore_step": "best"}
+    if diverged_lr and config_lr:
+      best_lr = (self._manager.metrics(best) or {}).get("learning_rate",
+                                                        diverged_lr)
+      resume["learning_rate"] = float(
+          f"{config_lr * min(best_lr / diverged_lr, 0.1):.3g}")
+    values = ", ".join(f"{k}={v!r}" for k, v in resume.items())
+    flags = " ".join(f"--config.{k}={v}" for k, v in resume.items())
+    return DivergenceError(
+        f"{what}; no checkpoint was written after it; "
+        f"{self.describe_kept()}. Resume from the best one (step {best}) "
+        f"with a lower learning rate (or lam): {values} and "
+        f"allow_config_change=True ({flags} --allow_config_change).",
+        resume=resume)
 
   def should_save(self, step: int, final: bool = False) -> bool:
     return (final or step % self.every_steps == 0) and (
-        step not in self._manager.all_steps())
+        step in self._abandon or step not in self._manager.all_steps())
 
-  def save(self, step: int, state, data_state: dict) -> None:
-    """Writes ``step``; raises :class:`DivergenceError` (writing nothing) if
-    ``state`` is not finite."""
+  def save(self, step: int, state, data_state: dict, *,
+           metrics: Optional[dict] = None,
+           diverged_lr: Optional[float] = None,
+           config_lr: Optional[float] = None) -> None:
+    """Writes ``step`` with its ``metrics``; raises :class:`DivergenceError`
+    (writing nothing) if ``state`` is not finite."""
     bad = nonfinite_paths(state)
     if bad:
-      raise DivergenceError(
+      raise self.divergence(
           f"the train state is not finite at step {step} (NaN/inf in "
-          f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}); no "
-          f"checkpoint was written and {self.newest_kept()}. Lower "
-          f"learning_rate or lam and resume.")
-    self._manager.save(step, args=ocp.args.Composite(
+          f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''})",
+          diverged_lr=diverged_lr, config_lr=config_lr)
+    self.poll(wait=True)  # orbax waits for the previous save anyway
+    if self._abandon:
+      for old in self._abandon:
+        self._manager.delete(old)
+      logging.warning("Deleted the checkpoints %s of the abandoned "
+                      "continuation.", self._abandon)
+      self._abandon = []
+    self._unconfirmed = step
+    self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
         state=ocp.args.StandardSave(_storable(state)),
         data=ocp.args.JsonSave(data_state)))
+
+  def poll(self, wait: bool = False) -> None:
+    """At a step boundary: raises a failed background save as
+    :class:`CheckpointSaveError`; calls ``on_saved`` once a save of this
+    Checkpointer is complete. ``wait``: for the save in flight."""
+    step = self._unconfirmed
+    if step is None:
+      return
+    try:
+      if wait:
+        self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      self._unconfirmed = None
+      raise self._save_failed(step, e) from e
+    if self._manager.is_saving_in_progress():
+      return
+    self._unconfirmed = None
+    # orbax's finalize thread may have taken (and logged) the error: a save
+    # that failed never got its final directory.
+    self._manager.reload()
+    if step not in self._manager.all_steps():
+      try:
+        self._manager.wait_until_finished()  # re-raises the thread's error
+        cause = None
+      except Exception as e:  # pylint: disable=broad-except
+        cause = e
+      raise self._save_failed(step, cause) from cause
+    if self.on_saved is not None:
+      on_saved, self.on_saved = self.on_saved, None
+      on_saved()
+
+  def _save_failed(self, step: int, cause) -> CheckpointSaveError:
+    self._save_failure_reported = True
+    why = f"{type(cause).__name__}: {cause}" if cause else (
+        "the background write failed (see the log above)")
+    return CheckpointSaveError(
+        f"saving the checkpoint of step {step} to {self.step_dir(step)} "
+        f"failed ({why}). Nothing of it is used; "
+        f"{self.describe_kept(wait=False)}."
+        f" Fix the cause (free disk space, permissions) and run the same "
+        f"command again to resume from the newest kept checkpoint.")
 
   def restore(self, step: int, template):
     """``(state, data_state)`` of ``step``, laid out like ``template``.
@@ -156,4 +369,15 @@ class Checkpointer:
     return state, dict(restored["data"] or {})
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for the save in flight (raising :class:`CheckpointSaveError`
+    if it failed) and closes the manager."""
+    try:
+      self.poll(wait=True)
+    finally:
+      _ORBAX_LOGS.removeFilter(_TRACEBACKS_LEFT_OUT)
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        # orbax raises a failed save again at every wait; it was reported.
+        if not self._save_failure_reported:
+          raise

@@ -7,7 +7,7 @@ over all devices, each process feeding its own shard of every global batch.
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import math
 import pathlib
 import time
@@ -91,18 +91,51 @@ def evaluate(eval_step, state, eval_iter, mesh, prefetch_batches: int) -> dict:
           "eval_examples": int(totals["count"])}
 
 
-def _check_losses(pending: list, step: int, schedule, checkpointer) -> list:
+def ranking_batch(eval_iter, mesh) -> dict:
+  """The first eval batch, on the devices: every checkpoint's state is
+  scored on it (one forward pass) to rank checkpoints for
+  ``restore_step="best"``."""
+  eval_iter.set_state({**eval_iter.get_state(), "epoch": 0, "step": 0})
+  return eval_iter.finish(to_global_batch(next(eval_iter), mesh))
+
+
+def batch_loss(eval_step, state, batch) -> float:
+  """The mean CE loss of ``state`` on ``batch``'s real rows."""
+  sums = to_host(eval_step(state.params, state.model_state, batch))
+  return float(sums["loss_sum"] / max(float(sums["count"]), 1.0))
+
+
+def _check_losses(pending: list, step: int, schedule, checkpointer,
+                  config_lr: float) -> list:
   """Host floats of the losses of the steps ``step - len(pending) + 1 ..
   step``; raises :class:`DivergenceError` naming the first non-finite one."""
   losses = [float(x) for x in to_host(pending)]
   for offset, loss in enumerate(losses):
     if not math.isfinite(loss):
       bad_step = step - len(losses) + 1 + offset
-      raise checkpoint_lib.DivergenceError(
-          f"train loss became {loss} at step {bad_step} (lr="
-          f"{float(schedule(bad_step - 1))}); {checkpointer.newest_kept()}. "
-          f"Lower learning_rate or lam and resume.")
+      lr = float(schedule(bad_step - 1))
+      raise checkpointer.divergence(
+          f"train loss became {loss} at step {bad_step} (lr={lr})",
+          diverged_lr=lr, config_lr=config_lr)
   return losses
+
+
+def _check_splits(config, train_iter, eval_iter) -> None:
+  """The eval split fits the model trained on the train split."""
+  for split, iterator in (("train", train_iter),
+                          (config.eval_split, eval_iter)):
+    if iterator.num_classes != config.num_classes:
+      raise ValueError(f"num_classes={config.num_classes} but the {split} "
+                       f"split of {config.dataset!r} has "
+                       f"{iterator.num_classes} classes.")
+  if eval_iter.num_examples == 0:
+    raise ValueError(f"the {config.eval_split!r} split of {config.dataset!r}"
+                     f" is empty; evaluation needs at least one example.")
+  if eval_iter.image_shape != train_iter.image_shape:
+    raise ValueError(
+        f"the {config.eval_split!r} split of {config.dataset!r} gives images "
+        f"of shape {eval_iter.image_shape} but the train split "
+        f"{train_iter.image_shape}; both must match the model's input.")
 
 
 def _prepare(config, mesh, stack: contextlib.ExitStack):
@@ -112,14 +145,12 @@ def _prepare(config, mesh, stack: contextlib.ExitStack):
   eval_batch = per_process_batch(config.eval_batch_size, mesh)
   train_iter = stack.enter_context(contextlib.closing(
       _load(config, split="train", batch_size=train_batch, train=True)))
-  if train_iter.num_classes != config.num_classes:
-    raise ValueError(f"num_classes={config.num_classes} but dataset "
-                     f"{config.dataset!r} has {train_iter.num_classes}.")
-  # Opened once (a missing or unreadable eval split fails now, not after an
-  # epoch) and rewound for each evaluation.
+  # Opened once (a missing, unreadable, empty or mismatched eval split fails
+  # now, not after an epoch) and rewound for each evaluation.
   eval_iter = stack.enter_context(contextlib.closing(
       _load(config, split=config.eval_split, batch_size=eval_batch,
             train=False)))
+  _check_splits(config, train_iter, eval_iter)
   steps_per_epoch = train_iter.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0 else
                  int(math.ceil(config.num_epochs * steps_per_epoch)))
@@ -139,18 +170,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
   Evaluates at every epoch end and at the last step, appending one record per
   evaluation to ``workdir/metrics.jsonl``; returns the last record.
 
+  Resumes from the checkpoint ``config.restore_step`` names: ``"latest"``,
+  ``"best"`` (lowest loss on the first eval batch) or a kept step; the newer
+  checkpoints are deleted at the run's first checkpoint.
+
   Guarantees: one run per workdir (``workdir/lock``); resuming with another
-  config is refused unless ``allow_config_change`` (then recorded in
-  ``config_history.jsonl``); a non-finite loss or state stops the run with
-  :class:`DivergenceError` and is never checkpointed; SIGINT/SIGTERM save a
-  checkpoint at the next step boundary and raise
+  config (or without ``config.json``) is refused unless
+  ``allow_config_change`` (then recorded in ``config_history.jsonl``);
+  ``config.json`` and the history are written once the run's first
+  checkpoint exists; a non-finite loss or state stops the run with
+  :class:`DivergenceError` and is never checkpointed; a failed background
+  save raises :class:`CheckpointSaveError` at the next step; SIGINT/SIGTERM
+  save a checkpoint at the next step boundary and raise
   :class:`TrainingInterrupted`.
 
   Raises:
     WorkdirBusyError: another run holds ``workdir``.
     ConfigChangeError, CheckpointError: the checkpoints do not match
       ``config``.
-    DivergenceError: the loss or the train state became NaN/inf.
+    DivergenceError: the loss or the train state became NaN/inf; lists the
+      kept checkpoints and the values to resume with (``.resume``).
+    CheckpointSaveError: a checkpoint could not be written.
     TrainingInterrupted: stopped by SIGINT/SIGTERM after a checkpoint.
   """
   schema.check_config(config)
@@ -169,16 +209,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     checkpointer = checkpoint_lib.Checkpointer(
         workdir / "checkpoints", every_steps=config.checkpoint_every_steps)
     stack.callback(checkpointer.close)
-    latest = checkpointer.latest_step()
-    changes = provenance.check_resume(config, workdir, step=latest,
-                                      allow_change=allow_config_change)
+    restored = checkpointer.resolve(config.restore_step)
+    changes, config_was_missing = provenance.check_resume(
+        config, workdir, step=restored, allow_change=allow_config_change)
     state, defs, shardings = state_lib.create_train_state(
         lambda: state_lib.create_model(config), optimizer, mesh,
         fsdp=config.fsdp)
     epoch_loss = (0.0, 0)
-    if latest is not None:
-      init_from.warn_ignored(config, latest)
-      state, data_state = checkpointer.restore(latest, state)
+    if restored is not None:
+      init_from.warn_ignored(config, restored)
+      state, data_state = checkpointer.restore(restored, state)
       epoch_loss = tuple(data_state.pop("epoch_loss", epoch_loss))
       train_iter.set_state(data_state)
     elif config.init_from:
@@ -190,8 +230,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
     batches = stack.enter_context(prefetch.Prefetcher(
         train_iter, lambda b: train_iter.finish(to_global_batch(b, mesh)),
         depth))
-    provenance.record(config, workdir, step=latest or 0, changes=changes)
-    records = metrics_lib.records_up_to(workdir, latest or 0)
+    checkpointer.on_saved = functools.partial(
+        provenance.record, config, workdir, step=restored or 0,
+        changes=changes, config_was_missing=config_was_missing,
+        abandoned=checkpointer.abandoned)
+    records = metrics_lib.records_up_to(workdir, restored or 0)
     replicated = mesh_lib.replicated(mesh)
     train_step = step_lib.make_train_step(
         graphdef=defs.train, optimizer=optimizer, loss_name=config.loss,
@@ -201,9 +244,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
                                         num_classes=config.num_classes,
                                         replicated=replicated)
     evaluate_state = lambda s: evaluate(eval_step, s, eval_iter, mesh, depth)
+    probe = ranking_batch(eval_iter, mesh)
+    score_state = lambda s: batch_loss(eval_step, s, probe)
     return _loop(config, workdir, mesh, state, batches, train_step,
-                 evaluate_state, checkpointer, schedule, total_steps,
-                 records[-1] if records else {}, epoch_loss, stop)
+                 evaluate_state, score_state, checkpointer, schedule,
+                 total_steps, records[-1] if records else {}, epoch_loss, stop)
 
 
 def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
@@ -214,8 +259,8 @@ def diagnostics_due(step: int, steps_per_epoch: int, every_epochs: int,
 
 
 def _loop(config, workdir, mesh, state, batches, train_step,
-          evaluate_state, checkpointer, schedule, total_steps, record,
-          epoch_loss, stop) -> dict:
+          evaluate_state, score_state, checkpointer, schedule, total_steps,
+          record, epoch_loss, stop) -> dict:
   """Steps from ``state.step`` to ``total_steps``: logs, epoch records,
   checkpoints, stops on divergence or a signal. Returns the last record.
 
@@ -231,6 +276,7 @@ def _loop(config, workdir, mesh, state, batches, train_step,
   progress = tqdm(total=total_steps, initial=step, unit="step",
                   disable=not config.progress or jax.process_index() != 0)
   pending, (loss_sum, loss_count) = [], epoch_loss
+  window_loss = math.nan  # mean train loss since the last log point
   epoch_start, epoch_steps = time.perf_counter(), 0
   if step == 0 and config.init_from:  # the loaded weights, before any step
     record = {"step": 0, "epoch": 0.0, **evaluate_state(state),
@@ -239,6 +285,7 @@ def _loop(config, workdir, mesh, state, batches, train_step,
     writer.write_record(record)
   try:
     while step < total_steps:
+      checkpointer.poll()  # a failed background save stops the run here
       state, step_metrics = train_step(state, next(batches))
       step += 1
       epoch_steps += 1
@@ -250,8 +297,10 @@ def _loop(config, workdir, mesh, state, batches, train_step,
                  step % config.log_every_steps == 0)
       stopping = stop.agreed(sync_step=is_sync) and not is_last
       if is_sync or stopping:
-        losses = _check_losses(pending, step, schedule, checkpointer)
+        losses = _check_losses(pending, step, schedule, checkpointer,
+                               config.learning_rate)
         pending = []
+        window_loss = sum(losses) / len(losses)
         loss_sum, loss_count = loss_sum + sum(losses), loss_count + len(
             losses)
         images_per_sec = (epoch_steps * config.batch_size /
@@ -276,14 +325,29 @@ def _loop(config, workdir, mesh, state, batches, train_step,
         loss_sum, loss_count = 0.0, 0
         epoch_start, epoch_steps = time.perf_counter(), 0
       if checkpointer.should_save(step, final=is_last or stopping):
+        # The saved state's loss on the first eval batch ranks checkpoints
+        # for restore_step="best" (the train losses are those of the
+        # states before each update).
+        metrics = {"eval_batch_loss": score_state(state),
+                   "train_loss": window_loss,
+                   "learning_rate": float(schedule(step - 1))}
+        if is_epoch_end:
+          metrics["eval_loss"] = record["eval_loss"]
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         checkpointer.save(step, state, {
-            **batches.get_state(), "epoch_loss": [loss_sum, loss_count]})
+            **batches.get_state(), "epoch_loss": [loss_sum, loss_count]},
+                          metrics=metrics, diverged_lr=metrics["learning_rate"],
+                          config_lr=config.learning_rate)
       if stopping:
+        again = ("Run the same command again to resume" if
+                 config.restore_step == "latest" else
+                 "Run the command again without --config.restore_step to "
+                 "resume from it")
         raise preemption.TrainingInterrupted(
             f"stopped by {stop.signal_name or 'a signal to another process'}"
             f" at step {step} of {total_steps}; saved the checkpoint "
-            f"{checkpointer.step_dir(step)}. Run the same command again to "
-            f"resume.", step=step, signal_name=stop.signal_name)
+            f"{checkpointer.step_dir(step)}. {again}.", step=step,
+            signal_name=stop.signal_name)
   finally:
     progress.close()
     writer.close()
@@ -297,7 +361,7 @@ def load_trained(workdir):
   if not config_path.exists():
     raise FileNotFoundError(f"{config_path} does not exist: is {workdir} a "
                             f"workdir written by train_and_evaluate?")
-  config = schema.from_json(json.loads(config_path.read_text()))
+  config = schema.from_json(provenance.read_config_json(config_path))
   optimizer = optimizers.create_optimizer(
       config, optimizers.learning_rate_schedule(config, 1, 1))
   mesh = mesh_lib.create_mesh(jax.local_devices()[:1])

@@ -1,6 +1,8 @@
 """Run metrics: one JSON object per line in ``metrics.jsonl`` + TensorBoard.
 
-Only process 0 writes. Nested dicts are flattened to ``a/b`` tags for
+Only process 0 writes. The JSONL is standard JSON: a non-finite value (a
+diverged evaluation) is written as ``null`` and its ``a/b`` key listed under
+``"nonfinite"``. Nested dicts are flattened to ``a/b`` tags for
 TensorBoard; the JSONL keeps them nested. A resumed run first cuts
 ``metrics.jsonl`` back to its checkpoint (:func:`records_up_to`) and purges
 the TensorBoard events past it (``MetricsWriter(purge_step=...)``), so the
@@ -42,6 +44,28 @@ def _flatten(tree: dict, prefix: str = ""):
       yield tag, float(value)
 
 
+def _finite_or_none(tree: dict, prefix: str, nonfinite: list) -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      value = _finite_or_none(value, f"{prefix}{key}/", nonfinite)
+    elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+      nonfinite.append(f"{prefix}{key}")
+      value = None
+    out[key] = value
+  return out
+
+
+def to_json_line(record: dict) -> str:
+  """``record`` as one line of standard JSON (NaN/inf → null, listed in
+  ``"nonfinite"``)."""
+  nonfinite = []
+  clean = _finite_or_none(record, "", nonfinite)
+  if nonfinite:
+    clean["nonfinite"] = nonfinite
+  return json.dumps(clean, sort_keys=True, allow_nan=False) + "\n"
+
+
 def read_records(path: pathlib.Path) -> tuple[list[dict], bool]:
   """The records of a ``metrics.jsonl`` and whether its last line was torn
   (a crash mid-write); a bad line elsewhere raises naming the line."""
@@ -76,8 +100,7 @@ def records_up_to(workdir, step: int) -> list[dict]:
                     "repeating a step.", path, len(records) - len(kept), step)
   if (torn or len(kept) < len(records)) and jax.process_index() == 0:
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n"
-                           for r in kept))
+    tmp.write_text("".join(to_json_line(r) for r in kept))
     tmp.replace(path)
   return kept
 
@@ -118,7 +141,7 @@ class MetricsWriter:
     if not self.enabled:
       return
     with self.path.open("a") as f:
-      f.write(json.dumps(record, sort_keys=True) + "\n")
+      f.write(to_json_line(record))
     self.write_scalars(record["step"], {"epoch": {
         k: v for k, v in record.items()
         if k not in ("step", "epoch", "orthogonality")} | {

@@ -27,6 +27,7 @@ MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
 OPERATIONAL_FIELDS = ("data_dir", "eval_batch_size", "checkpoint_every_steps",
                       "log_every_steps", "progress", "diagnostics_every_epochs",
                       "prefetch_batches", "compilation_cache_dir",
+                      "restore_step",
                       # read only by a fresh workdir (train/init_from.py)
                       "init_from")
 
@@ -81,6 +82,10 @@ def default_config() -> ml_collections.ConfigDict:
   # loads its compiled steps from here instead of compiling them again.
   config.compilation_cache_dir = ""
   config.progress = True
+  # The checkpoint a resumed run starts from: "latest", "best" (the lowest
+  # loss on the first eval batch, kept beside the 3 newest) or a kept step.
+  # The checkpoints newer than it are deleted at the run's first checkpoint.
+  config.restore_step = config_dict.FieldReference("latest", field_type=object)
   return lock(config)
 
 
@@ -148,6 +153,19 @@ def check_config(config) -> None:
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute_dtype={config.compute_dtype!r} must be one of "
                      f"{COMPUTE_DTYPES}.")
+  steps = config.num_train_steps
+  if isinstance(steps, bool) or not isinstance(steps, int) or not (
+      steps == -1 or steps > 0):
+    raise ValueError(f"num_train_steps={steps!r} must be -1 (num_epochs "
+                     f"epochs) or an int > 0.")
+  restore = config.restore_step
+  if isinstance(restore, str) and restore.isdigit():
+    restore = int(restore)
+  if restore not in ("latest", "best") and (
+      isinstance(restore, bool) or not isinstance(restore, int)
+      or restore < 0):
+    raise ValueError(f"restore_step={restore!r} must be 'latest', 'best' or "
+                     f"the step (an int >= 0) of a kept checkpoint.")
   if config.num_train_steps < 1 and config.num_epochs <= 0:
     raise ValueError(f"num_epochs={config.num_epochs!r} must be > 0 when "
                      f"num_train_steps={config.num_train_steps!r} is -1.")
