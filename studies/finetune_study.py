@@ -1,6 +1,6 @@
 """Bort-S fine-tuning of SGD-trained networks, at CPU scale (docs/finetune.md).
 
-  python -m experiments.finetune_study --out_dir /tmp/finetune_study \
+  python -m studies.finetune_study --out_dir /tmp/finetune_study \
       --docs_dir docs [--seeds 0,1,2] [--models lenet,acnn_small_mnist]
 
 The question: starting from an SGD-trained network, how many epochs of Bort-S
@@ -37,23 +37,9 @@ import json
 import pathlib
 import time
 
-from absl import app, flags
 import numpy as np
 
-_OUT = flags.DEFINE_string("out_dir", None, "Workdirs and results.json.")
-_DOCS = flags.DEFINE_string(
-    "docs_dir", None, "Puts the tables into DOCS/finetune.md (between its "
-    "study markers) and the figure into DOCS/figures/finetune_study.png.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
-_MODELS = flags.DEFINE_list("models", ["lenet", "acnn_small_mnist"],
-                            "Models (digits layout).")
-_EPOCHS = flags.DEFINE_integer("epochs", 40, "Fine-tuning epochs.")
-_REPORT_ONLY = flags.DEFINE_bool(
-    "report_only", False, "Write the tables and the figure from the "
-    "(model, seed) pairs already in --out_dir/results.json; train nothing.")
-_TRAIN_EPOCHS = flags.DEFINE_integer(
-    "train_epochs", 40, "Epochs of the sgd and bort runs (Table 1: 40).")
-flags.mark_flags_as_required(["out_dir"])
+from experiments import _cli
 
 # The demo's models (experiments/configs/quickstart.py).
 OVERRIDES = {"lenet": {"in_channels": 1, "width_multiplier": 1.0},
@@ -192,7 +178,7 @@ def _fmt(stat, digits=3) -> str:
 
 
 def to_markdown(results, seconds, train_epochs=40) -> str:
-  lines = [f"Written by `python -m experiments.finetune_study` "
+  lines = [f"Written by `python -m studies.finetune_study` "
            f"({seconds:.0f} s of training and measuring on this machine). "
            f"Each cell: mean over seeds [min, max]; conv layers averaged.",
            ""]
@@ -307,48 +293,71 @@ def _load_results(path: pathlib.Path) -> dict:
   return ints(json.loads(path.read_text()))
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def _csv(text: str) -> list[str]:
+  return [item for item in text.split(",") if item]
+
+
+def main(argv=None):
+  parser = _cli.ArgumentParser(__doc__)
+  parser.add_argument("--out_dir", required=True,
+                      help="Workdirs and results.json.")
+  parser.add_argument("--docs_dir", default=None,
+                      help="Puts the tables into DOCS/finetune.md (between its "
+                      "study markers) and the figure into "
+                      "DOCS/figures/finetune_study.png.")
+  parser.add_argument("--seeds", type=_csv, default=["0", "1", "2"],
+                      help="Training seeds, comma-separated.")
+  parser.add_argument("--models", type=_csv,
+                      default=["lenet", "acnn_small_mnist"],
+                      help="Models (digits layout), comma-separated.")
+  parser.add_argument("--epochs", type=int, default=40,
+                      help="Fine-tuning epochs.")
+  parser.add_argument("--report_only", action="store_true",
+                      help="Write the tables and the figure from the (model, "
+                      "seed) pairs already in --out_dir/results.json; train "
+                      "nothing.")
+  parser.add_argument("--train_epochs", type=int, default=40,
+                      help="Epochs of the sgd and bort runs (Table 1: 40).")
+  args = parser.parse_args(argv)
   # pylint: disable-next=import-outside-toplevel
   from bort_jax.train import compile_cache
   from bort_jax.report import runs  # pylint: disable=import-outside-toplevel
-  out = pathlib.Path(_OUT.value).absolute()
+  out = pathlib.Path(args.out_dir).absolute()
   out.mkdir(parents=True, exist_ok=True)
-  seeds = [int(s) for s in _SEEDS.value]
-  epochs = _EPOCHS.value
+  seeds = [int(s) for s in args.seeds]
+  epochs = args.epochs
   images, _, _ = runs.test_images(train_config("lenet", "sgd", 0, 1),
                                   NUM_IMAGES)
   # A rerun with the same --out_dir reuses the (model, seed) pairs already
   # measured there (results.json), so the study can be extended seed by seed.
   done = _load_results(out / "results.json")
   results = {}
-  for model in _MODELS.value:
+  for model in args.models:
     results[model] = {}
     for seed in seeds:
-      if _REPORT_ONLY.value and seed not in done.get(model, {}):
+      if args.report_only and seed not in done.get(model, {}):
         continue
       if seed in done.get(model, {}):
         results[model][seed] = done[model][seed]
         continue
       with compile_cache.persistent_cache(str(out / "jax_cache")):
         results[model][seed] = run_model(model, seed, out, epochs, images,
-                                          _TRAIN_EPOCHS.value)
+                                          _TRAINargs.epochs)
       print(f"{model} seed {seed}: {results[model][seed]['seconds']}",
             flush=True)
       done.setdefault(model, {})[seed] = results[model][seed]
       (out / "results.json").write_text(json.dumps(done, indent=1))
   seconds = sum(sum(r["seconds"].values()) for per_model in results.values()
                 for r in per_model.values())
-  text = to_markdown(results, seconds, _TRAIN_EPOCHS.value)
+  text = to_markdown(results, seconds, _TRAINargs.epochs)
   print(text)
   (out / "finetune_study.md").write_text(text)
   plot(results, out / "finetune_study.png")
-  if _DOCS.value:
-    docs = pathlib.Path(_DOCS.value)
+  if args.docs_dir:
+    docs = pathlib.Path(args.docs_dir)
     write_between_markers(docs / "finetune.md", text)
     plot(results, docs / "figures" / "finetune_study.png")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
