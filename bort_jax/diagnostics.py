@@ -192,8 +192,10 @@ def gram_distribution(model_or_params) -> dict:
 
   Args:
     model_or_params: a conv model of the ``bort_jax.models`` interface (keys
-      are its ``layer_names``), any other ``nnx.Module`` or a params pytree
-      (keys are the paths of the leaves named ``kernel``).
+      are its ``layer_names``; for DeiT-S and Swin-S the patch embedding
+      only), any other ``nnx.Module`` or a params pytree such as
+      ``nnx.state(model, nnx.Param)`` (keys are the paths of the leaves named
+      ``kernel``).
 
   Returns:
     ``{name: {"diag": (m,) array, "offdiag": (m·(m-1),) array}}`` with

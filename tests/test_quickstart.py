@@ -212,6 +212,7 @@ def test_notebook_runs_headless_on_the_demo_checkpoint(demo, tmp_path):
   text = "".join(o.get("text", "") for o in outputs)
   assert "trained with bort_sgd" in text and "adversarial success rate" in text
   assert "explained from conv5 with k = 8" in text  # model.explain_layer
+  assert "loaded resnet50: predicted" in text  # a converted checkpoint
 
 
 @pytest.mark.slow

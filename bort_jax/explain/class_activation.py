@@ -41,16 +41,21 @@ def cam(model, x, target=None) -> jax.Array:
     (N, H, W) maps (unnormalised).
 
   Raises:
-    ValueError: for models without a global-pooling head (``head_pool`` is
-      None, e.g. LeNet's flatten + dense), where CAM is not defined.
+    ValueError: for models without a global-pooling head on their last conv
+      layer (``head_pool`` is None: LeNet's and VGG16's flatten + dense,
+      DeiT-S's class token, Swin-S's pooled transformer tokens), where CAM is
+      not defined.
   """
   x = _common.images(model, x)
   _common.conv_layer_names(model)
   if getattr(model, "head_pool", None) is None:
     raise ValueError(
-        f"CAM needs a global-pooling head; {type(model).__name__} has "
-        "head_pool=None (a flatten + dense head, as in LeNet). Use sat, "
-        "integrated_gradients or rise instead.")
+        f"CAM needs a global-pooling head on the last conv layer "
+        f"{model.layer_names[-1]!r}; {type(model).__name__} has "
+        "head_pool=None: its head reads something else (a flatten + dense "
+        "head as in LeNet and VGG16, a ViT's class token, Swin's average of "
+        "its last stage's tokens). Use sat, integrated_gradients or rise "
+        "instead.")
   graphdef, state = _common.split(model)
   target = _common.resolve_target(
       target, x.shape[0], _common.num_classes(graphdef, state, x))

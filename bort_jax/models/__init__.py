@@ -12,6 +12,9 @@ also provide the explainer interface of :class:`common.ConvClassifier`:
 ``conv_inputs(x)``, ``conv(layer)``, ``head`` and ``head_pool``, plus
 ``explain_layer`` (the layer the paper explains from) and
 ``top_activation(layer)`` (how a layer follows from the previous one).
+``deit_small`` and ``swin_small`` provide the same members (no ``activation=``
+on ``__call__``) for their one conv, the patch embedding
+(:mod:`bort_jax.models.patch_embedding`).
 
 ``predict(model, x)`` (arg-max class) and ``logits(model, x)`` run any model
 or callable ``x -> logits`` jit-compiled in eval mode.

@@ -13,7 +13,9 @@ When a stage's resolution is no larger than the window, the window shrinks
 to the resolution and the shift is dropped (as in the reference code).
 
 The patch-embedding conv, attention and MLP kernels are named ``kernel``; the
-relative-position table (``relative_position_bias_table``) is not.
+relative-position table (``relative_position_bias_table``) is not. The
+explainers' conv-layer interface covers the patch embedding only
+(``layer_names = ("patch_embed",)``, :mod:`bort_jax.models.patch_embedding`).
 """
 
 from typing import Sequence
@@ -25,6 +27,7 @@ from flax import nnx
 
 from bort_jax import validate
 from bort_jax.models import common
+from bort_jax.models import patch_embedding
 from bort_jax.models import transformer
 
 _DEPTHS = (2, 2, 18, 2)
@@ -152,8 +155,18 @@ class SwinStage(nnx.Module):
     return x if self.downsample is None else self.downsample(x)
 
 
-class SwinTransformer(nnx.Module):
-  """Swin Transformer; ``model(x)`` -> logits (B, num_classes)."""
+class SwinTransformer(patch_embedding.PatchEmbeddingInterface, nnx.Module):
+  """Swin Transformer; ``model(x)`` -> logits (B, num_classes).
+
+  The white-box explainers read its patch embedding
+  (:class:`bort_jax.models.patch_embedding.PatchEmbeddingInterface`):
+  ``features(x, "patch_embed")`` is the conv's output *before*
+  ``patch_norm``. The conv is the linear map Bort constrains, and Eq. 4's
+  reconstruction ``Wᵀ(W z)`` and SAT's kernel-slice walk back are exact for
+  it; the LayerNorm after it rescales each token by its own statistics (a
+  non-linear, channel-mixing step) that neither explainer inverts. The head
+  averages the last stage's tokens, not this map, so CAM refuses it.
+  """
 
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, image_size: int = 224,
                patch_size: int = 4, in_channels: int = 3,

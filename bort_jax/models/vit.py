@@ -6,7 +6,9 @@ parameters for 1000 classes at 224x224. Drop-path 0.1 by default (the
 paper's Table 6 recipe); no attention or projection dropout.
 
 The patch-embedding kernel is named ``kernel`` (Bort acts on it); the class
-token (``cls_token``) and position embedding (``pos_embed``) are not.
+token (``cls_token``) and position embedding (``pos_embed``) are not. The
+explainers' conv-layer interface covers the patch embedding only
+(``layer_names = ("patch_embed",)``, :mod:`bort_jax.models.patch_embedding`).
 """
 
 import jax
@@ -15,6 +17,7 @@ from flax import nnx
 
 from bort_jax import validate
 from bort_jax.models import common
+from bort_jax.models import patch_embedding
 from bort_jax.models import transformer
 
 _HEAD_DIM = 64
@@ -37,8 +40,13 @@ class EncoderBlock(nnx.Module):
     return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class VisionTransformer(nnx.Module):
-  """ViT with a class token; ``model(x)`` -> logits (B, num_classes)."""
+class VisionTransformer(patch_embedding.PatchEmbeddingInterface, nnx.Module):
+  """ViT with a class token; ``model(x)`` -> logits (B, num_classes).
+
+  The white-box explainers read its patch embedding
+  (:class:`bort_jax.models.patch_embedding.PatchEmbeddingInterface`); the head
+  classifies from the class token, so CAM refuses it.
+  """
 
   def __init__(self, *, num_classes: int, rngs: nnx.Rngs, image_size: int = 224,
                patch_size: int = 16, in_channels: int = 3, depth: int = 12,

@@ -22,6 +22,7 @@ import bort_jax
 from bort_jax import data
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import compile_cache
+from bort_jax.train import init_from
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import metrics as metrics_lib
 from bort_jax.train import optimizers
@@ -216,9 +217,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir, *,
         fsdp=config.fsdp)
     epoch_loss = (0.0, 0)
     if restored is not None:
+      init_from.warn_ignored(config, restored)
       state, data_state = checkpointer.restore(restored, state)
       epoch_loss = tuple(data_state.pop("epoch_loss", epoch_loss))
       train_iter.set_state(data_state)
+    elif config.init_from:
+      state = init_from.initialize(config, workdir, state, shardings, optimizer,
+                                   lambda: state_lib.create_model(config))
     # From the restored position on, batches are made ahead (during the
     # compiles below, evaluations and checkpoints too).
     depth = prefetch.depth_for(config.prefetch_batches, mesh.devices.flat)
@@ -273,6 +278,11 @@ def _loop(config, workdir, mesh, state, batches, train_step,
   pending, (loss_sum, loss_count) = [], epoch_loss
   window_loss = math.nan  # mean train loss since the last log point
   epoch_start, epoch_steps = time.perf_counter(), 0
+  if step == 0 and config.init_from:  # the loaded weights, before any step
+    record = {"step": 0, "epoch": 0.0, **evaluate_state(state),
+              "orthogonality": metrics_lib.summarize_orthogonality(
+                  to_host(orthogonality(state.params)))}
+    writer.write_record(record)
   try:
     while step < total_steps:
       checkpointer.poll()  # a failed background save stops the run here

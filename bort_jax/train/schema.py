@@ -27,7 +27,9 @@ MODEL_FIELDS = ("model", "model_overrides", "num_classes", "drop_path",
 OPERATIONAL_FIELDS = ("data_dir", "eval_batch_size", "checkpoint_every_steps",
                       "log_every_steps", "progress", "diagnostics_every_epochs",
                       "prefetch_batches", "compilation_cache_dir",
-                      "restore_step")
+                      "restore_step",
+                      # read only by a fresh workdir (train/init_from.py)
+                      "init_from")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -55,6 +57,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.num_epochs = 1.0
   config.num_train_steps = -1         # -1: num_epochs · steps_per_epoch
   config.seed = 0
+  # Start from trained weights: a bort_jax workdir or a torchvision/timm
+  # checkpoint file ("" = random init; bort_jax/train/init_from.py).
+  config.init_from = ""
   config.augment = ml_collections.ConfigDict()  # bort_jax.data augment knobs
   config.loss = "ce"
   config.drop_path = 0.0
@@ -141,6 +146,10 @@ def check_config(config) -> None:
                        f"or 'ada'.")
     if _number(config, "bort_amplitude") <= 0:
       raise ValueError(f"bort_amplitude={amplitude!r} must be > 0 or 'ada'.")
+  if config.init_from is None:
+    raise ValueError("init_from=None: this config fine-tunes a trained network;"
+                     " pass --config.init_from=PATH (a bort_jax workdir or a "
+                     ".pth / .safetensors checkpoint file).")
   if config.compute_dtype not in COMPUTE_DTYPES:
     raise ValueError(f"compute_dtype={config.compute_dtype!r} must be one of "
                      f"{COMPUTE_DTYPES}.")
