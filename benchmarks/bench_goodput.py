@@ -185,7 +185,7 @@ def run(config, workdir, step_sync: bool = True) -> dict:
 def input_heavy_config(steps: int):
   """The DeiT recipe's Table 7 train transform on random 112x112 RGB images,
   a narrow 2-block DeiT-S (the input, not the model, is the work)."""
-  from experiments.configs import recipes  # pylint: disable=g-import-not-at-top
+  from bort_jax.train import recipes  # pylint: disable=g-import-not-at-top
   config = recipes.imagenet("deit_small", "adamw")
   config.dataset, config.num_classes = "synthetic:10", 10
   config.image_size, config.eval_split = 112, "test"

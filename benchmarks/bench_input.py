@@ -41,7 +41,7 @@ from benchmarks import timing
 from bort_jax.data import augment, base, finish
 from bort_jax.data.iterator import DataIterator
 from experiments import _cli
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 # Table 2 rows whose Table 7 augmentation is timed: one split (DeiT) and the
 # CNN recipe's three splits (clean + two augmented views, JSD loss).

@@ -54,7 +54,7 @@ from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax.train import state as state_lib
 from experiments import _cli
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 PARTS = ("correction", "optimizer", "train")
 

@@ -43,7 +43,7 @@ from experiments import _cli
 
 
 def bench_config(optimizer: str, batch_size: int) -> ml_collections.ConfigDict:
-  from experiments.configs import recipes
+  from bort_jax.train import recipes
   config = recipes.table1("mnist", "acnn_small", optimizer)
   config.batch_size = batch_size
   return config

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 from bort_jax import data
 from bort_jax.report import pipeline
 from experiments import _cli
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 MODELS = ("lenet", "acnn_small")
 OPTIMIZERS = ("sgd", "bort_sgd")

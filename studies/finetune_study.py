@@ -60,7 +60,7 @@ METRICS = (("diag_dev", "|G_ii − 1|", "lower"),
 
 def train_config(model: str, optimizer: str, seed: int, epochs: float):
   """The demo's Table 1 recipe on digits (batch 32, λ 0.1 for Bort-S)."""
-  from experiments.configs import recipes  # pylint: disable=import-outside-toplevel
+  from bort_jax.train import recipes  # pylint: disable=import-outside-toplevel
   config = recipes.table1("digits", "lenet", optimizer)
   config.model = model
   config.model_overrides = dict(OVERRIDES[model])

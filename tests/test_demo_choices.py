@@ -4,6 +4,9 @@ report.json files the report package writes."""
 import pathlib
 import sys
 
+import numpy as np
+from scipy import stats
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))  # `studies` is a folder, not installed
@@ -15,9 +18,13 @@ from studies import demo_choices  # noqa: E402
 
 
 def _difference(name, low, high, better="lower"):
-  return Difference(name=name, better=better, bort=0.0, baseline=0.0,
-                    difference=(low + high) / 2, low=low, high=high,
-                    units="360 test images (paired) × 1 vs 1 run(s)")
+  """Five seed pairs whose paired t-interval (4 degrees of freedom) is
+  [low, high], against a threshold of 0."""
+  spread = (high - low) / 2 / (stats.t.ppf(0.975, 4) * np.sqrt(2.5 / 5))
+  return Difference(name=name, better=better, threshold=0.0, bort=0.0,
+                    baseline=0.0, runs={"baseline": 5, "bort": 5},
+                    seed_differences=tuple((low + high) / 2 + spread
+                                           * np.arange(-2, 3)))
 
 
 def _report(per_model, top1, wall, command):
@@ -61,7 +68,7 @@ def test_choices_table_cells():
           for line in table.splitlines() if line.startswith("| ")}
   assert rows[""] == "| | 12 epochs | 40 epochs |"
   assert rows["`table1`"] == (
-      "| `table1` | **does not hold** (1 supports, 1 contradicts) | "
+      "| `table1` | **mixed** (1 supports, 1 contradicts) | "
       "**inconclusive** (2 undecided) |")
   assert rows["`fig3b`"] == (
       "| `fig3b` | **inconclusive** (2 supports, 1 undecided) | "

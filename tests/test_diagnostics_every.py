@@ -8,7 +8,7 @@ import pytest
 
 from bort_jax import train
 from bort_jax.train import loop
-from experiments.configs import digits_lenet_bort_sgd
+from bort_jax.train import recipes
 
 
 def test_diagnostics_due_every_n_epochs_and_at_the_end():
@@ -19,7 +19,7 @@ def test_diagnostics_due_every_n_epochs_and_at_the_end():
 
 
 def test_run_writes_orthogonality_only_on_due_epochs(tmp_path):
-  config = digits_lenet_bort_sgd.get_config()
+  config = recipes.digits("lenet", "bort_sgd")
   config.batch_size = 512  # 1437 digits: 2 steps per epoch
   config.num_epochs = 3.0
   config.diagnostics_every_epochs = 2
@@ -33,7 +33,7 @@ def test_run_writes_orthogonality_only_on_due_epochs(tmp_path):
 
 
 def test_diagnostics_every_epochs_must_be_positive():
-  config = digits_lenet_bort_sgd.get_config()
+  config = recipes.digits("lenet", "bort_sgd")
   config.diagnostics_every_epochs = 0
   with pytest.raises(ValueError, match="diagnostics_every_epochs=0"):
     train.train_and_evaluate(config, "/nonexistent/never-created")

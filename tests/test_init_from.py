@@ -15,7 +15,7 @@ import pytest
 
 from bort_jax import train
 from bort_jax.train import init_from
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 pytestmark = pytest.mark.usefixtures("compilation_cache")
 

@@ -30,8 +30,7 @@ from bort_jax.data import idx
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop, optimizers
 from bort_jax.train import step as step_lib
-from experiments import train as train_cli
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("compilation_cache")
@@ -533,11 +532,19 @@ def test_a_diverged_run_resumes_from_its_best_checkpoint(tmp_path):
            "eval_batch_size": 120, "progress": False}
   train.train_and_evaluate(tiny(num_train_steps=-1, num_epochs=1.0),
                            tmp_path)
-  diverging = tiny(num_train_steps=120, learning_rate=100.0,
-                   checkpoint_every_steps=2, log_every_steps=1)
-  with pytest.raises(train.DivergenceError) as error:
-    train.train_and_evaluate(diverging, tmp_path, allow_config_change=True)
-  message = str(error.value)
+  # The divergence through the CLI, which prints the command to resume with.
+  diverging = [sys.executable, "-m", "experiments.train",
+               f"--config={CONFIG_FILE}", f"--workdir={tmp_path}",
+               "--config.num_train_steps=120",
+               "--config.learning_rate", "100.0", "--allow_config_change",
+               "--config.checkpoint_every_steps=2",
+               "--config.log_every_steps=1",
+               *[f"--config.{k}={v}" for k, v in flags.items()]]
+  diverged = subprocess.run(diverging, cwd=REPO, env=cli_env(), text=True,
+                            capture_output=True, timeout=300)
+  message = diverged.stderr
+  assert diverged.returncode == 1, message[-3000:]
+  assert "DivergenceError" in message, message[-3000:]
   # Every kept step is listed with its losses; the epoch's checkpoint
   # (step 89, evaluated) is the best.
   kept = steps_on_disk(tmp_path)
@@ -547,14 +554,8 @@ def test_a_diverged_run_resumes_from_its_best_checkpoint(tmp_path):
   assert re.search(r"step 89 \(loss on the first eval batch [0-9.]+, train "
                    r"loss [0-9.]+, eval loss [0-9.]+\)", message), message
   assert "Resume from the best one (step 89)" in message
-  assert error.value.resume == {"restore_step": "best", "learning_rate": 0.01}
-  # The command the CLI prints, from the diverged run's command line.
-  argv = ["experiments/train.py", f"--config={CONFIG_FILE}",
-          f"--workdir={tmp_path}", "--config.num_train_steps=120",
-          "--config.learning_rate", "100.0", "--allow_config_change",
-          "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
-          *[f"--config.{k}={v}" for k, v in flags.items()]]
-  command = shlex.split(train_cli.resume_command(argv, error.value.resume))
+  printed = message.split("Resume from the best checkpoint with:\n", 1)[1]
+  command = shlex.split(printed.strip().splitlines()[0])
   assert command[-3:] == ["--config.restore_step=best",
                           "--config.learning_rate=0.01",
                           "--allow_config_change"]

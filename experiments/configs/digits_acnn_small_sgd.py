@@ -2,7 +2,7 @@
 (batch 64).
 """
 
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 
 def get_config():

@@ -5,7 +5,7 @@
       --config.init_from=PATH --workdir DIR
 """
 
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 
 def get_config():

@@ -2,7 +2,7 @@
 7.
 """
 
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Table 2: VGG16 on ImageNet with SGD; hyper-parameters from Tables 6 and 7."""
 
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 
 def get_config():

@@ -71,7 +71,7 @@ same comparison from the config actually used (``paper_recipe`` vs ``train``):
 import ml_collections
 
 from bort_jax.report import pipeline
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 PAPER_RECIPE = recipes.table1("mnist", "lenet", "bort_sgd")
 """Table 1's recipe (Section 4.1.1); momentum is not stated there, 0 assumed."""

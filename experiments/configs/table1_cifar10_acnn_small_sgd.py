@@ -2,7 +2,7 @@
 0.01; no momentum: the paper gives none).
 """
 
-from experiments.configs import recipes
+from bort_jax.train import recipes
 
 
 def get_config():
