@@ -36,7 +36,6 @@ from experiments import _cli
 # Keys of these sub-dicts are added after parsing (config_flags can only
 # override keys the config already has).
 _OPEN_PREFIXES = tuple(f"--config.{name}." for name in schema.OPEN_DICTS)
-EXIT_INTERRUPTED = 75  # sysexits.h EX_TEMPFAIL
 
 
 def _literal(text: str):
@@ -110,6 +109,7 @@ def main(argv):
   # After flag parsing: JAX starts here.
   from bort_jax import train  # pylint: disable=g-import-not-at-top
   from bort_jax.train import optimizers  # pylint: disable=g-import-not-at-top
+  from bort_jax.train import preemption  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   for name, key, value in _OPEN_OVERRIDES:
@@ -127,7 +127,7 @@ def main(argv):
         config, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
   except train.TrainingInterrupted as e:
     print(e, file=sys.stderr)
-    sys.exit(EXIT_INTERRUPTED)
+    sys.exit(preemption.EXIT_INTERRUPTED)
   except train.DivergenceError as e:
     resume = (f"\nResume from the best checkpoint with:\n  "
               f"{resume_command(sys.argv, e.resume)}" if e.resume else "")

@@ -32,8 +32,8 @@ from bort_jax import explain as explain_lib
 from bort_jax.report.build import build
 from bort_jax.report import markdown
 from bort_jax.report import runs as runs_lib
+from bort_jax.train.preemption import EXIT_INTERRUPTED, SIGNALS
 
-EXIT_INTERRUPTED = 75  # sysexits.h EX_TEMPFAIL, as experiments.train
 COMPILE_CACHE = "compile_cache"
 DOC_FIGURES = {"curves": "accuracy and loss vs epoch, SGD vs Bort-S",
                "fig3b": "reconstruction ratio ‖z − Wᵀ(Wz)‖/‖z‖ per layer",
@@ -300,8 +300,7 @@ def stop_on_signals(workdir: str):
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  previous = {s: signal.signal(s, handle)
-              for s in (signal.SIGINT, signal.SIGTERM)}
+  previous = {s: signal.signal(s, handle) for s in SIGNALS}
   try:
     yield
   finally:

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_INTERRUPTED = 75  # sysexits.h EX_TEMPFAIL: the exit status of a CLI stopped by one
 
 
 class TrainingInterrupted(Exception):
