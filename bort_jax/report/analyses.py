@@ -533,7 +533,9 @@ def _adversarial_images(ctx):
 
 def _adversarial(run, ctx):
   from bort_jax import explain  # pylint: disable=import-outside-toplevel
-  x_source, x_target = map(jnp.asarray, _adversarial_images(ctx))
+  # The pairs depend on the test split only: read it once per model.
+  x_source, x_target = map(jnp.asarray, ctx.shared(
+      "adversarial_images", lambda: _adversarial_images(ctx)))
   x_adv = explain.synthesize_adversarial(run.model, x_source, x_target,
                                          layer=ctx.layer, k=ctx.k,
                                          B=ctx.explain.B)

@@ -42,6 +42,15 @@ class Context:
   k: int                    # salient channels used (≤ explain.k)
   explain: Any              # the explain config
   test_split: Callable[[], Any]  # a fresh iterator over the whole test split
+  _shared: dict = dataclasses.field(default_factory=dict, repr=False,
+                                    compare=False)
+
+  def shared(self, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``, run once per model: a value every run of it reuses
+    (e.g. inputs read from the test split)."""
+    if name not in self._shared:
+      self._shared[name] = compute()
+    return self._shared[name]
 
   @property
   def shown(self):
