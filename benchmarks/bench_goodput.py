@@ -62,6 +62,7 @@ import time
 import jax
 
 from benchmarks import timing
+from benchmarks.results import write_json
 from bort_jax.train import checkpoint as checkpoint_lib
 from bort_jax.train import loop as loop_lib
 from bort_jax.train import metrics as metrics_lib
@@ -354,9 +355,7 @@ def main(argv=None):
                  f"{cache['pairs']} pair(s), interleaved:")
     print(f"compile with the cache / without: x{cache['ratio']:.3f}")
   print(f"load average after: {os.getloadavg()}")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
+  write_json(args.json, result)
 
 
 if __name__ == "__main__":

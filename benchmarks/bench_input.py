@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
-import json
 import os
 
 import jax
@@ -38,6 +37,7 @@ from PIL import Image
 
 from benchmarks import input_baseline
 from benchmarks import timing
+from benchmarks.results import write_json
 from bort_jax.data import augment, base, finish
 from bort_jax.data.iterator import DataIterator
 from experiments import _cli
@@ -235,9 +235,7 @@ def main(argv=None):
         "decode": error}
   results["load_after"] = os.getloadavg()[0]
   print(f"\nload average after: {results['load_after']:.1f}")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=2)
+  write_json(args.json, results)
 
 
 if __name__ == "__main__":

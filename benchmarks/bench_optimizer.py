@@ -20,7 +20,6 @@ run): what a diagnostics call costs the training loop.
 from __future__ import annotations
 
 import functools
-import json
 import platform
 
 import jax
@@ -30,6 +29,7 @@ import optax
 from flax import nnx
 
 from benchmarks.bench_train import comma_choices
+from benchmarks.results import write_json
 from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax import models
@@ -160,10 +160,7 @@ def main(argv=None):
           f"{row['overhead_ms']:>10.2f}{row['bort_gflop']:>9.2f}"
           f"{row['ideal_ms']:>10.2f}{row['ratio']:>7.2f}"
           f"{row['stats_ms']:>10.2f}{row['stats_over_bort']:>11.2f}")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"device": jax.devices()[0].device_kind, "rows": rows}, f,
-                indent=2)
+  write_json(args.json, {"device": jax.devices()[0].device_kind, "rows": rows})
 
 
 if __name__ == "__main__":

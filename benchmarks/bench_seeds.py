@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks.results import write_json
 from bort_jax.report import pipeline
 from bort_jax.train import mesh as mesh_lib
 from bort_jax.train import optimizers
@@ -314,9 +315,7 @@ def main(argv=None):
             flush=True)
   out["load_after"] = os.getloadavg()
   print(f"load average {out['load_after'][0]:.2f}")
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump(out, f, indent=1)
+  write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 
 import jax
@@ -50,6 +49,7 @@ import numpy as np
 import optax
 
 from benchmarks import bench_train
+from benchmarks.results import write_json
 from benchmarks.timing import gemm_rate, seconds_per_step
 import bort_jax
 from bort_jax.train import state as state_lib
@@ -381,10 +381,7 @@ def main(argv=None):
   results = {"env": env}
 
   def save():  # whole or not at all: a time limit may kill the process
-    if args.json:
-      with open(args.json + ".tmp", "w") as f:
-        json.dump(results, f, indent=2)
-      os.replace(args.json + ".tmp", args.json)
+    write_json(args.json, results)
 
   def record(key, fn, *fn_args, row=None):
     """Appends ``fn``'s row to ``results[key]`` (or adds to ``row``, one

@@ -23,7 +23,6 @@ XLA flags are read from ``XLA_FLAGS`` as usual; pass them there to compare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,6 +32,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
+from benchmarks.results import write_json
 from benchmarks.timing import gemm_rate, seconds_per_step
 from bort_jax.models import gemm_conv
 from bort_jax.train import mesh as mesh_lib
@@ -172,11 +172,10 @@ def main(argv=None):
           f"{r['dense_flops_per_step'] / 1e9:.1f} | "
           f"{r['achieved_flops_per_sec'] / 1e9:.1f} | "
           f"{r['fraction_of_gemm']:.2f} / {r['fraction_of_gemm_median']:.2f} |")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"gemm_flops_per_sec": gemm, "batch_size": args.batch_size,
-                 "xla_flags": os.environ.get("XLA_FLAGS", ""),
-                 "results": results}, f, indent=2)
+  write_json(args.json, {"gemm_flops_per_sec": gemm,
+                         "batch_size": args.batch_size,
+                         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                         "results": results})
 
 
 if __name__ == "__main__":
