@@ -9,7 +9,7 @@ Trains every model of ``config.models`` with every optimizer of
 ``digits`` dataset (one run each in ``WORKDIR/<model>_<optimizer>_s<seed>``,
 resumed if already there), then writes the report with the paper's claims
 checked (``WORKDIR/report.md``, ``report.json``, figures). ``--docs_dir``
-also writes the README's demo section (``DOCS_DIR/demo.md``, ending with
+also writes the demo's page (``DOCS_DIR/demo.md``, ending with
 ``DOCS_DIR/demo_choices.md`` when ``studies.demo_choices`` wrote one) and
 three of its figures. SIGINT/SIGTERM exit with status 75 (run the same command
 again to resume), as ``experiments.train``.
@@ -31,7 +31,7 @@ flags.DEFINE_string("workdir", "runs/quickstart", "where runs and the report go"
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "quickstart config")
 flags.DEFINE_string("docs_dir", None, "also write DOCS_DIR/demo.md (the "
-                    "README's demo section) and its figures")
+                    "demo's page, linked from the README) and its figures")
 
 
 def main(argv):

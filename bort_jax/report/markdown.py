@@ -181,7 +181,8 @@ def to_markdown(results: Mapping) -> str:
 
 
 def demo_snippet(results: Mapping, figures: Mapping[str, str]) -> str:
-  """The README's demo section: claims first, then accuracy and Table 3.
+  """docs/demo.md, the demo's page (the README links it): claims first,
+  then accuracy and Table 3.
 
   Args:
     results: as for :func:`to_markdown`.

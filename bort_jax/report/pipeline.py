@@ -258,8 +258,9 @@ def write_results(results: dict, out_dir: str) -> int:
 
 
 def write_docs(results: dict, workdir: str, docs_dir: str) -> str:
-  """``docs_dir/demo.md`` (the README's demo section) with figures of the last
-  model copied to ``docs_dir/figures``; returns the snippet's path."""
+  """``docs_dir/demo.md`` (the demo's page, linked from the README) with
+  figures of the last model copied to ``docs_dir/figures``; returns the
+  snippet's path."""
   model = list(results["models"].values())[-1]
   os.makedirs(os.path.join(docs_dir, "figures"), exist_ok=True)
   embedded = {}
